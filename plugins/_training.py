@@ -1,0 +1,220 @@
+"""The training loop shared by the built-in ``train`` and ``distill`` jobs.
+
+The loop is a plain PyTorch loop with the bookkeeping a practitioner expects (schedules, clipping, AMP, early
+stopping, checkpoints, non-finite loss detection); per step it adds only a cancel check and one metric event.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from workbench.plugin import InputError, JobContext, JobFailed
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class TrainSettings:
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: str
+    momentum: float
+    weight_decay: float
+    schedule: str
+    step_size: int
+    gamma: float
+    patience: int
+    grad_clip: float
+    amp: str
+    auto_batch: bool
+    log_every: int = 1
+
+
+def build_optimizer(params: Any, s: TrainSettings) -> torch.optim.Optimizer:
+    if s.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay, nesterov=s.momentum > 0)
+    if s.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+    return torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, s: TrainSettings) -> Any:
+    if s.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, s.step_size), gamma=s.gamma)
+    if s.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, s.epochs))
+    if s.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=s.gamma, patience=max(1, s.patience // 2))
+    return None
+
+
+def check_fits(model: nn.Module, ctx: JobContext) -> None:
+    """The model must give one score per class of this dataset (also catches online learning mismatches)."""
+    x = ctx.data.example_batch(2).to(ctx.device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception as exc:  # noqa: BLE001 - the user's model may raise anything on the wrong input
+        raise InputError(f"the model does not accept this dataset's inputs {tuple(x.shape[1:])}: "
+                         f"{type(exc).__name__}: {str(exc)[:150]}") from None
+    finally:
+        model.train(was_training)
+    if out.ndim != 2 or out.shape[1] != ctx.data.info.num_classes:
+        raise InputError(f"the model outputs {tuple(out.shape[1:])} scores but the dataset has "
+                         f"{ctx.data.info.num_classes} classes")
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+class TrainLoop:
+    """Runs epochs of ``loss_fn`` over the train split with validation, checkpoints and early stopping."""
+
+    def __init__(self, ctx: JobContext, model: nn.Module, settings: TrainSettings, loss_fn: LossFn,
+                 checkpoint: Path | None = None, extra_params: list[nn.Parameter] | None = None) -> None:
+        self.ctx, self.model, self.s, self.loss_fn = ctx, model, settings, loss_fn
+        trainable = [p for p in model.parameters() if p.requires_grad] + list(extra_params or [])
+        if not trainable:
+            raise InputError("nothing to train: every parameter is frozen")
+        self.trainable = trainable
+        self.optimizer = build_optimizer(trainable, settings)
+        self.scheduler = build_scheduler(self.optimizer, settings)
+        self.checkpoint = checkpoint
+        self.batch_size = settings.batch_size
+        cuda = ctx.device.type == "cuda"
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.amp) if cuda else None
+        if settings.amp != "off" and not cuda:
+            ctx.warn(f"amp={settings.amp} needs CUDA; training in fp32 on {ctx.device}")
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.start_epoch = 1
+        self.best_val = math.inf
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.stale = 0
+        self.global_step = 0
+
+    # checkpoints ----------------------------------------------------------------------------------------------
+    def resume(self) -> bool:
+        if self.checkpoint is None or not self.checkpoint.exists():
+            return False
+        state = torch.load(self.checkpoint, map_location=self.ctx.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler"):
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.start_epoch = int(state["epoch"]) + 1
+        self.global_step = int(state.get("global_step", 0))
+        self.best_val = float(state.get("best_val", math.inf))
+        self.ctx.info(f"resumed from the checkpoint of epoch {state['epoch']}")
+        return True
+
+    def _save_checkpoint(self, epoch: int) -> None:
+        if self.checkpoint is None:
+            return
+        import io
+
+        from workbench.core.workspace.atomic import atomic_write_bytes
+
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
+                 "epoch": epoch, "global_step": self.global_step, "best_val": self.best_val}
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        atomic_write_bytes(self.checkpoint, buffer.getvalue())
+
+    # the loop -------------------------------------------------------------------------------------------------
+    def fit(self) -> nn.Module:
+        ctx, s = self.ctx, self.s
+        epoch = self.start_epoch
+        while epoch <= s.epochs:
+            try:
+                train_loss, seconds, samples = self._epoch(epoch)
+            except RuntimeError as exc:
+                if s.auto_batch and _is_oom(exc) and self.batch_size > 1:
+                    self.batch_size //= 2
+                    if ctx.device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    ctx.warn(f"out of memory: batch size halved to {self.batch_size}; epoch {epoch} restarts")
+                    continue
+                raise
+            val = ctx.accuracy(self.model, "val")
+            lr = self.optimizer.param_groups[0]["lr"]
+            ctx.log(step=self.global_step, epoch=epoch, train_loss=train_loss, val_loss=val.get("loss", math.nan),
+                    val_accuracy=val.get("accuracy", math.nan), lr=lr, samples_per_s=samples / max(seconds, 1e-9))
+            ctx.info(f"epoch {epoch}/{s.epochs}: loss {train_loss:.4f}, val loss {val.get('loss', math.nan):.4f}, "
+                     f"val accuracy {val.get('accuracy', math.nan):.4f}, {samples / max(seconds, 1e-9):.0f} samples/s")
+            if self.scheduler is not None:
+                if s.schedule == "plateau":
+                    self.scheduler.step(val.get("loss", train_loss))
+                else:
+                    self.scheduler.step()
+            if self._early_stop(val.get("loss", train_loss)):
+                ctx.info(f"early stopping after epoch {epoch}: no validation improvement in {s.patience} epochs")
+                break
+            self._save_checkpoint(epoch)
+            epoch += 1
+        if s.patience > 0 and self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        return self.model
+
+    def _early_stop(self, val_loss: float) -> bool:
+        if self.s.patience <= 0:
+            return False
+        if val_loss < self.best_val - 1e-6:
+            self.best_val, self.stale = val_loss, 0
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            return False
+        self.stale += 1
+        return self.stale >= self.s.patience
+
+    def _epoch(self, epoch: int) -> tuple[float, float, int]:
+        ctx, model, s = self.ctx, self.model, self.s
+        model.train()
+        loader = ctx.data.loader("train", batch_size=self.batch_size, seed=ctx.seed + epoch)
+        total_batches = len(loader)
+        loss_sum, count, start = 0.0, 0, time.perf_counter()
+        device = ctx.device
+        for i, (x, y) in enumerate(loader, 1):
+            ctx.check_cancelled()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.amp_dtype is not None:
+                with torch.autocast("cuda", dtype=self.amp_dtype):
+                    loss = self.loss_fn(model, x, y)
+            else:
+                loss = self.loss_fn(model, x, y)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise JobFailed(f"non-finite loss ({value}) at epoch {epoch}, step {i}: lower the learning rate "
+                                f"(lr={s.lr:g}) or enable grad_clip")
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                if s.grad_clip > 0:
+                    self.scaler.unscale_(self.optimizer)
+                    torch.nn.utils.clip_grad_norm_(self.trainable, s.grad_clip)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                if s.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(self.trainable, s.grad_clip)
+                self.optimizer.step()
+            self.global_step += 1
+            loss_sum += value * y.shape[0]
+            count += y.shape[0]
+            if self.global_step % s.log_every == 0:
+                ctx.log(step=self.global_step, loss=value)
+            ctx.progress((epoch - 1) * total_batches + i, s.epochs * total_batches,
+                         text=f"epoch {epoch}/{s.epochs}")
+        return loss_sum / max(count, 1), time.perf_counter() - start, count

@@ -1,0 +1,22 @@
+"""The ``evaluate`` job: the standard metrics of a variant, without making a new one."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from workbench.plugin import Job, JobContext, Param
+
+
+class EvaluateJob(Job):
+    name = "evaluate"
+    title = "Evaluate"
+    description = "Measure accuracy, loss, size, MACs and latency (onnxruntime and torch) of the variant."
+    produces_variant = False
+
+    split: Literal["test", "val", "train"] = Param("test", help="which split to measure accuracy on")
+
+    def run(self, ctx: JobContext) -> None:
+        metrics = ctx.evaluate(ctx.model, split=self.split)
+        ctx.result["metrics"] = metrics
+        ctx.info(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+        return None

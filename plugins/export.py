@@ -1,0 +1,54 @@
+"""The ``export`` job: an ONNX file with a dynamic batch axis, verified against torch before it is kept."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Literal
+
+from workbench.core.export import export_onnx
+from workbench.plugin import InputError, Job, JobContext, OnnxModel, Param, is_onnx
+
+
+class ExportJob(Job):
+    name = "export"
+    title = "Export to ONNX"
+    description = ("Export to ONNX (dynamo exporter first, TorchScript as the fallback), check it with "
+                   "onnx.checker and verify it against torch on the test split.")
+    produces_variant = False
+
+    opset: int = Param(18, min=9, max=23, help="ONNX opset version")
+    exporter: Literal["dynamo", "torchscript"] = Param("dynamo", help="exporter to try first")
+    atol: float = Param(1e-4, min=0.0, max=1.0, help="largest allowed absolute difference from torch")
+    path: str = Param("", help="where to write the .onnx file (default: the workspace's exports folder)")
+
+    def run(self, ctx: JobContext) -> None:
+        target = self._target(ctx)
+        if is_onnx(ctx.model):
+            shutil.copyfile(ctx.model.path, target)
+            ctx.result.update(path=str(target), exporter="none (the variant is ONNX already)")
+        else:
+            batches = [x for x, _ in ctx.data.loader("test", shuffle=False)]
+            ctx.progress(0, 2, "exporting")
+            result = export_onnx(ctx.model, batches[0][:2].cpu(), target, opset=self.opset, prefer=self.exporter,
+                                 verify_batches=batches, atol=self.atol)
+            ctx.result.update(path=str(result.path), exporter=result.exporter, opset=result.opset,
+                              max_abs_diff=result.max_abs_diff, top1_agreement=result.top1_agreement)
+            ctx.info(f"exported with the {result.exporter} exporter (opset {result.opset}) to {result.path}; "
+                     f"max abs difference {result.max_abs_diff:.2e}, top-1 agreement {result.top1_agreement:.4f}")
+        ctx.progress(1, 2, "measuring")
+        ctx.result["metrics"] = ctx.evaluate(OnnxModel(target, ctx.device))
+        ctx.progress(2, 2, "done")
+        return None
+
+    def _target(self, ctx: JobContext) -> Path:
+        if self.path:
+            target = Path(self.path).expanduser()
+            if target.suffix.lower() != ".onnx":
+                raise InputError(f"export path {self.path!r} must end in .onnx")
+        else:
+            session = getattr(ctx, "session", None)
+            folder = session.workspace.root / "exports" if session is not None else ctx.workdir
+            target = folder / f"{ctx.variant_id}.onnx"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target

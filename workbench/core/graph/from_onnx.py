@@ -1,0 +1,220 @@
+"""Build the graph IR from an ONNX model.
+
+Nodes are the ONNX nodes, plus one node per graph input that is not an initializer and one per
+graph output; edges follow tensor names. Shapes come from ONNX shape inference when it works
+(it is skipped, not fatal, when it fails). Control-flow nodes (If/Loop/Scan) stay one node with
+``attrs["subgraph_nodes"]`` so a model with big branches still reads as a flat chain.
+Hierarchy comes from the exporter's node-name paths ("/layer1/layer1.0/conv1/Conv").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+
+from .ir import Edge, Graph, Group, Node, categorize
+
+_CONTROL_FLOW = {"If", "Loop", "Scan"}
+
+
+def _dims(tensor_type) -> tuple | None:
+    if not tensor_type.HasField("shape"):
+        return None
+    out = []
+    for d in tensor_type.shape.dim:
+        if d.HasField("dim_value"):
+            out.append(int(d.dim_value))
+        elif d.HasField("dim_param"):
+            out.append(d.dim_param)
+        else:
+            out.append(None)
+    return tuple(out)
+
+
+def _value_shapes(graph: onnx.GraphProto) -> dict[str, tuple | None]:
+    shapes: dict[str, tuple | None] = {}
+    for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
+        if vi.type.HasField("tensor_type"):
+            shapes[vi.name] = _dims(vi.type.tensor_type)
+    for init in graph.initializer:
+        shapes[init.name] = tuple(int(d) for d in init.dims)
+    return shapes
+
+
+def _numel(shape: tuple | None) -> int:
+    """Element count, treating symbolic (batch) dims as 1 so MACs are per sample."""
+    if shape is None:
+        return 0
+    n = 1
+    for d in shape:
+        n *= d if isinstance(d, int) and d > 0 else 1
+    return n
+
+
+def _count_subgraph_nodes(node: onnx.NodeProto) -> int:
+    total = 0
+    for a in node.attribute:
+        subs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
+        for g in subs:
+            for n in g.node:
+                total += 1 + _count_subgraph_nodes(n)
+    return total
+
+
+def _outer_refs(node: onnx.NodeProto) -> list[str]:
+    """Outer-scope tensors a control-flow node's subgraphs read, so their edges are drawn."""
+    refs: list[str] = []
+    for a in node.attribute:
+        subs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
+        for g in subs:
+            local = {i.name for i in g.input} | {i.name for i in g.initializer}
+            for n in g.node:
+                local.update(n.output)
+            for n in g.node:
+                refs.extend(t for t in n.input if t and t not in local)
+                refs.extend(_outer_refs(n))
+    return list(dict.fromkeys(refs))
+
+
+def _attrs(node: onnx.NodeProto) -> dict:
+    out: dict = {}
+    for a in node.attribute:
+        if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS, onnx.AttributeProto.TENSOR):
+            continue
+        try:
+            v = onnx.helper.get_attribute_value(a)
+        except Exception:  # noqa: BLE001 - odd attributes are shown as missing, not fatal
+            continue
+        out[a.name] = v.decode() if isinstance(v, bytes) else v
+    return out
+
+
+def _macs(op: str, ins: list[str], out_shape: tuple | None, shape: dict, attrs: dict) -> int:
+    """Multiply-accumulates from shapes for the ops that dominate compute."""
+    out_n = _numel(out_shape)
+    if not out_n:
+        return 0
+
+    def sh(i: int) -> tuple | None:
+        return shape.get(ins[i]) if i < len(ins) else None
+
+    if op in ("Conv", "ConvInteger", "QLinearConv", "ConvTranspose"):
+        w = sh(3 if op == "QLinearConv" else 1)
+        if w is None or len(w) < 3:
+            return 0
+        k = _numel(w[2:])
+        if op == "ConvTranspose":
+            return _numel(sh(0)) * (w[1] if isinstance(w[1], int) else 1) * k
+        return out_n * (w[1] if isinstance(w[1], int) else 1) * k
+    if op in ("Gemm", "MatMul", "MatMulInteger", "QLinearMatMul"):
+        a = sh(0)
+        if not a:
+            return 0
+        k = a[0] if op == "Gemm" and attrs.get("transA") else a[-1]
+        return out_n * (k if isinstance(k, int) else 1)
+    return 0
+
+
+def _group_of(name: str) -> list[str]:
+    """Path prefixes of an exporter node name: "/a/a.0/conv/Conv" -> ["/a", "/a/a.0", "/a/a.0/conv"]."""
+    if not name.startswith("/"):
+        return []
+    parts = name.split("/")[1:-1]
+    return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def graph_from_onnx(model: onnx.ModelProto | str | Path, infer_shapes: bool = True) -> Graph:
+    """Build the IR of an ONNX model (a proto or a path; external weight data is not loaded)."""
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model), load_external_data=False)
+    note = ""
+    inferred = model
+    if infer_shapes:
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model)
+        except Exception as exc:  # noqa: BLE001 - a model that fails inference is still drawable
+            note = f"ONNX shape inference failed ({type(exc).__name__}); shapes are partial"
+    g = inferred.graph
+    shape = _value_shapes(g)
+    init_size = {i.name: _numel(tuple(int(d) for d in i.dims)) or 1 for i in g.initializer}
+
+    nodes: list[Node] = []
+    producer: dict[str, str] = {}
+    for vi in g.input:
+        if vi.name in init_size:
+            continue
+        nid = f"input:{vi.name}"
+        nodes.append(Node(nid, "Input", vi.name, "input", outputs=[vi.name],
+                          output_shapes=[shape.get(vi.name)]))
+        producer[vi.name] = nid
+
+    names_seen: set[str] = set()
+    pending_refs: list[tuple[str, list[str]]] = []
+    for i, n in enumerate(g.node):
+        nid = f"n{i}"
+        name = n.name or f"{n.op_type}_{i}"
+        if name in names_seen:
+            name = f"{name}_{i}"
+        names_seen.add(name)
+        ins = [t for t in n.input]
+        attrs = _attrs(n)
+        if n.op_type in _CONTROL_FLOW:
+            attrs["subgraph_nodes"] = _count_subgraph_nodes(n)
+            attrs["collapsed"] = True
+            pending_refs.append((nid, _outer_refs(n)))
+        out_shapes = [shape.get(t) for t in n.output]
+        node = Node(
+            id=nid, op=n.op_type, name=name, category=categorize(n.op_type),
+            inputs=[t for t in ins if t], outputs=list(n.output),
+            input_shapes=[shape.get(t) for t in ins if t], output_shapes=out_shapes,
+            params=sum(init_size.get(t, 0) for t in dict.fromkeys(ins) if t),
+            macs=_macs(n.op_type, ins, out_shapes[0] if out_shapes else None, shape, attrs),
+            attrs=attrs,
+        )
+        nodes.append(node)
+        for t in n.output:
+            if t:
+                producer[t] = nid
+
+    edges: list[Edge] = []
+    for node in nodes:
+        for t in node.inputs:
+            src = producer.get(t)
+            if src is not None and src != node.id:
+                edges.append(Edge(src, node.id, t, shape.get(t)))
+    for nid, refs in pending_refs:
+        for t in refs:
+            src = producer.get(t)
+            if src is not None and src != nid:
+                edges.append(Edge(src, nid, t, shape.get(t)))
+    for vi in g.output:
+        nid = f"output:{vi.name}"
+        nodes.append(Node(nid, "Output", vi.name, "output", inputs=[vi.name],
+                          input_shapes=[shape.get(vi.name)], output_shapes=[shape.get(vi.name)]))
+        if vi.name in producer:
+            edges.append(Edge(producer[vi.name], nid, vi.name, shape.get(vi.name)))
+
+    graph = Graph(nodes, edges, _groups_from_names(nodes), source="onnx", note=note)
+    return graph
+
+
+def _groups_from_names(nodes: list[Node]) -> dict[str, Group]:
+    """Blocks from name paths; a prefix becomes a group only when it holds two nodes or more."""
+    count: dict[str, int] = {}
+    paths: dict[str, list[str]] = {}
+    for n in nodes:
+        p = _group_of(n.name)
+        paths[n.id] = p
+        for prefix in p:
+            count[prefix] = count.get(prefix, 0) + 1
+    groups: dict[str, Group] = {}
+    for n in nodes:
+        real = [p for p in paths[n.id] if count[p] >= 2]
+        for depth, p in enumerate(real):
+            if p not in groups:
+                groups[p] = Group(p, p.rsplit("/", 1)[-1], real[depth - 1] if depth else None)
+        if real:
+            n.parent = real[-1]
+            groups[real[-1]].children.append(n.id)
+    return groups

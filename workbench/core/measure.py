@@ -1,0 +1,160 @@
+"""The standard metrics of every variant (report contract, section 2): accuracy, loss, sizes, MACs, latency."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workbench.core.models.onnx_model import OnnxModel, is_onnx
+
+if TYPE_CHECKING:
+    from workbench.core.data import DataBundle
+
+
+def evaluate_accuracy(model: Any, data: DataBundle, split: str = "test", device: torch.device | str = "cpu",
+                      check: Any = None) -> dict[str, float]:
+    """Top-1 accuracy and mean cross-entropy on a whole split, in eval mode."""
+    device = torch.device(device)
+    was_training = getattr(model, "training", False)
+    if isinstance(model, nn.Module):
+        model.eval()
+    correct, total, loss_sum = 0, 0, 0.0
+    with torch.inference_mode():
+        for x, y in data.loader(split, shuffle=False):
+            if check is not None:
+                check()
+            x, y = x.to(device), y.to(device)
+            logits = model(x).float()
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+            total += int(y.numel())
+    if was_training and isinstance(model, nn.Module):
+        model.train()
+    return {"accuracy": correct / max(total, 1), "loss": loss_sum / max(total, 1)}
+
+
+def count_params(model: Any) -> tuple[int, int]:
+    """(parameters, non-zero parameters); for ONNX, the initializers' elements (int8 or float)."""
+    if is_onnx(model):
+        import numpy as np
+        import onnx
+        from onnx import numpy_helper
+
+        proto = onnx.load(str(model.path))
+        params = nonzero = 0
+        for init in proto.graph.initializer:
+            array = numpy_helper.to_array(init)
+            if "zero_point" in init.name or init.name.endswith("scale"):
+                continue  # quantization bookkeeping, not weights
+            params += int(array.size)
+            nonzero += int(np.count_nonzero(array))
+        return params, nonzero
+    params = sum(p.numel() for p in model.parameters())
+    nonzero = sum(int(torch.count_nonzero(p.detach())) for p in model.parameters())
+    return int(params), int(nonzero)
+
+
+def count_macs(model: Any, example: torch.Tensor) -> int:
+    """Multiply-accumulates for one sample, from the layers that dominate cost (conv, linear, LSTM, attention)."""
+    if is_onnx(model):
+        try:
+            from workbench.core.graph import graph_from_onnx
+
+            graph = graph_from_onnx(model.path)
+            return int(sum(n.macs for n in graph.nodes) // max(example.shape[0], 1))
+        except Exception:  # noqa: BLE001 - MACs are informative; never fail a job on them
+            return 0
+    total = 0
+
+    def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
+        nonlocal total
+        out = output[0] if isinstance(output, tuple) else output
+        if isinstance(module, nn.Conv2d | nn.Conv1d):
+            k = 1
+            for s in module.kernel_size:
+                k *= s
+            total += out.numel() * (module.in_channels // module.groups) * k
+        elif isinstance(module, nn.Linear):
+            total += out.numel() * module.in_features
+        elif isinstance(module, nn.LSTM):
+            x = inputs[0]
+            steps = x.shape[1] if module.batch_first else x.shape[0]
+            batch = x.shape[0] if module.batch_first else x.shape[1]
+            h, i = module.hidden_size, module.input_size
+            per_step = 4 * h * (i + h) + 4 * h * (h + h) * (module.num_layers - 1)
+            total += batch * steps * per_step * (2 if module.bidirectional else 1)
+        elif isinstance(module, nn.MultiheadAttention):
+            x = inputs[0]
+            batch, seq = (x.shape[0], x.shape[1]) if module.batch_first else (x.shape[1], x.shape[0])
+            e = module.embed_dim
+            total += batch * (4 * seq * e * e + 2 * seq * seq * e)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, nn.Conv2d | nn.Conv1d | nn.Linear | nn.LSTM | nn.MultiheadAttention)]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            model(example[:1])
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return int(total)
+
+
+def _timed(run: Any, min_runs: int = 5, max_runs: int = 30, budget_s: float = 0.6) -> float:
+    for _ in range(2):
+        run()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_runs or (len(times) < max_runs and time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def latency_onnx_ms(onnx_path: Path, batch: torch.Tensor, device: torch.device | str = "cpu") -> float:
+    """Median milliseconds for one batch through onnxruntime on the device's execution provider."""
+    session_model = OnnxModel(onnx_path, device)
+    session = session_model.session()
+    name = session.get_inputs()[0].name
+    array = batch.cpu().numpy()
+    if "int64" in session.get_inputs()[0].type:
+        array = array.astype("int64")
+    return _timed(lambda: session.run(None, {name: array}))
+
+
+def latency_torch_ms(model: nn.Module, batch: torch.Tensor, device: torch.device | str = "cpu") -> float:
+    """Median milliseconds for one batch through PyTorch (eval mode, inference mode, synchronised on CUDA)."""
+    device = torch.device(device)
+    batch = batch.to(device)
+    was_training = model.training
+    model.eval()
+
+    def run() -> None:
+        with torch.inference_mode():
+            model(batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    try:
+        return _timed(run)
+    finally:
+        model.train(was_training)
+
+
+def bench_batch(data: DataBundle, size: int = 64) -> torch.Tensor:
+    """A batch of ``size`` real test inputs (repeated when the test split is smaller)."""
+    x = data.example_batch(size)
+    if x.shape[0] < size:
+        reps = -(-size // max(x.shape[0], 1))
+        x = x.repeat(reps, *([1] * (x.dim() - 1)))[:size]
+    return x

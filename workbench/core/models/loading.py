@@ -1,0 +1,232 @@
+"""Model specs (``zoo:``, ``py:``, files, variant folders) to models, safely.
+
+Loading never unpickles by default: ``.pt/.pth`` go through ``torch.load(weights_only=True)``; a full pickled
+module loads only when the user passed ``--trust``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import io
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from workbench.core.errors import InputError
+from workbench.core.jobs.params import split_kv
+from workbench.core.models.onnx_model import OnnxModel
+from workbench.core.models.serialize import load_torch_model, set_recipe
+
+if TYPE_CHECKING:
+    from workbench.core.data import DatasetInfo
+
+
+def build_from_recipe(recipe: dict[str, Any]) -> nn.Module:
+    """Rebuild an architecture (untrained) from its recipe."""
+    kind = recipe.get("kind")
+    shape = tuple(recipe.get("input_shape", ()))
+    classes = int(recipe.get("num_classes", 0))
+    options = dict(recipe.get("options", {}))
+    if kind == "zoo":
+        from workbench.core.models.zoo import build_zoo_model
+
+        model = build_zoo_model(recipe["name"], shape, classes, options)
+    elif kind == "py":
+        model = _build_py(recipe["target"], recipe["attr"], options, shape, classes)
+    else:
+        raise InputError(f"unknown model recipe kind {kind!r}")
+    return set_recipe(model, recipe)
+
+
+def load_model(spec: str, info: DatasetInfo, *, weights: str | None = None, trust: bool = False) -> Any:
+    """A model from a spec, fitted to the dataset; torch models carry their recipe."""
+    if spec.startswith("zoo:"):
+        name, _, rest = spec[4:].partition(":")
+        options = split_kv(rest, f"model {spec}")
+        if info.vocab_size and "vocab_size" not in options:
+            from workbench.core.models.zoo import list_models
+
+            entry = next((e for e in list_models() if e.name == name), None)
+            if entry is not None and "text" in entry.input_kinds:
+                options["vocab_size"] = str(info.vocab_size)
+        recipe = {"kind": "zoo", "name": name, "options": options,
+                  "input_shape": list(info.input_shape), "num_classes": info.num_classes}
+        model = build_from_recipe(recipe)
+    elif spec.startswith("py:"):
+        target, attr, options = _parse_py_spec(spec)
+        recipe = {"kind": "py", "target": target, "attr": attr, "options": options,
+                  "input_shape": list(info.input_shape), "num_classes": info.num_classes}
+        model = build_from_recipe(recipe)
+    else:
+        if weights:
+            raise InputError("--weights goes with a zoo: or py: model; a file or folder already has weights")
+        return load_model_file(Path(spec), trust=trust)
+    if weights:
+        load_weights(model, Path(weights))
+    return model
+
+
+def load_model_file(path: Path, *, trust: bool = False) -> Any:
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if path.is_dir():
+        return load_variant_folder(path)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return OnnxModel.load_checked(path)
+    if suffix == ".pt2":
+        return load_pt2(path)
+    if suffix in (".pt", ".pth"):
+        return _load_pickle_file(path, trust)
+    if suffix == ".safetensors":
+        raise InputError(f"{path}: a .safetensors file holds weights only; give the architecture with "
+                         f"--model zoo:NAME (or py:...) --weights {path}")
+    raise InputError(f"{path}: unknown model file type {suffix!r} (expected .onnx, .pt2, .pt, .pth, .safetensors)")
+
+
+def load_variant_folder(folder: Path) -> Any:
+    meta_file = folder / "meta.json"
+    if not meta_file.exists():
+        raise InputError(f"{folder}: not a variant folder (no meta.json)")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except ValueError:
+        raise InputError(f"{meta_file}: unreadable") from None
+    if meta.get("format") == "onnx":
+        return OnnxModel.load_checked(folder / "model.onnx")
+    return load_torch_model(folder)
+
+
+def load_pt2(path: Path) -> nn.Module:
+    """A torch.export program (no pickle of code), as a runnable module."""
+    try:
+        program = torch.export.load(io.BytesIO(path.read_bytes()))
+    except Exception as exc:  # noqa: BLE001 - corrupt archives raise many kinds
+        raise InputError(f"{path}: not a readable torch.export (.pt2) file ({type(exc).__name__})") from None
+    return program.module()
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Trained weights into an architecture: .safetensors, or a state-dict .pt (weights_only)."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise InputError(f"{path}: corrupt safetensors file ({str(exc)[:120]})") from None
+    else:
+        state = _torch_load_safe(path)
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise InputError(f"{path}: holds a {type(state).__name__}, not a state dict")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise InputError(f"{path}: the weights do not fit the model ({first[:200]})") from None
+
+
+def _torch_load_safe(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - UnpicklingError and friends
+        text = str(exc)
+        if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
+            raise InputError(f"{path}: the file is a pickle that would run code or build objects when loaded; "
+                             "refused (pass --trust only if you trust where it came from)") from None
+        raise InputError(f"{path}: not a readable PyTorch file ({type(exc).__name__})") from None
+
+
+def _load_pickle_file(path: Path, trust: bool) -> Any:
+    if not trust:
+        obj = _torch_load_safe(path)
+        if isinstance(obj, dict):
+            raise InputError(f"{path}: a state dict has no architecture; use --model zoo:NAME --weights {path}")
+        raise InputError(f"{path}: holds a {type(obj).__name__}, not a model")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)  # the user passed --trust
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{path}: could not be loaded ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if not isinstance(obj, nn.Module):
+        raise InputError(f"{path}: holds a {type(obj).__name__}, not a torch.nn.Module")
+    return obj
+
+
+def _parse_py_spec(spec: str) -> tuple[str, str, dict[str, str]]:
+    body = spec[3:]
+    parts = body.split(":")
+    if len(parts) < 2 or not parts[0] or not parts[1]:
+        raise InputError(f"model {spec!r}: expected py:FILE.py:NAME[:k=v,...] or py:package.module:NAME[:k=v]")
+    target, attr = parts[0], parts[1]
+    options = split_kv(":".join(parts[2:]), f"model {spec}")
+    if target.endswith(".py"):
+        file = Path(target).expanduser().resolve()
+        if not file.is_file():
+            raise InputError(f"model {spec!r}: {target} does not exist")
+        target = str(file)
+    return target, attr, options
+
+
+def _build_py(target: str, attr: str, options: dict[str, Any], shape: tuple, classes: int) -> nn.Module:
+    try:
+        if target.endswith(".py"):
+            module_name = f"workbench_user_{abs(hash(target))}"
+            module = sys.modules.get(module_name)
+            if module is None:
+                spec = importlib.util.spec_from_file_location(module_name, target)
+                if spec is None or spec.loader is None:
+                    raise ImportError(f"cannot import {target}")
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[module_name] = module
+                spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except Exception as exc:  # noqa: BLE001 - the user's code may raise anything
+        sys.modules.pop(f"workbench_user_{abs(hash(target))}", None)
+        raise InputError(f"cannot import {target}: {type(exc).__name__}: {exc}") from None
+    factory = getattr(module, attr, None)
+    if factory is None or not callable(factory):
+        raise InputError(f"{target} has no class or function {attr!r}")
+    kwargs = {k: _literal(v) for k, v in options.items()}
+    try:
+        params = inspect.signature(factory).parameters
+        if "num_classes" in params and "num_classes" not in kwargs:
+            kwargs["num_classes"] = classes
+        if "input_shape" in params and "input_shape" not in kwargs:
+            kwargs["input_shape"] = tuple(shape)
+        if "in_channels" in params and "in_channels" not in kwargs and len(shape) == 3:
+            kwargs["in_channels"] = shape[0]
+    except (TypeError, ValueError):
+        pass
+    try:
+        model = factory(**kwargs)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{target}:{attr}({kwargs}) raised {type(exc).__name__}: {exc}") from None
+    if not isinstance(model, nn.Module):
+        raise InputError(f"{target}:{attr} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _literal(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    lowered = value.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value

@@ -1,0 +1,142 @@
+"""Saving and reloading PyTorch variants: safetensors weights + an architecture recipe.
+
+A recipe rebuilds the original architecture; the saved per-module attributes (channel counts, features,
+groups) then reshape it, so structurally pruned models reload with their new shapes and stay trainable.
+Models no recipe can rebuild (ensembles, a plugin's own classes) are saved with torch.export as ``model.pt2``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from workbench.core.errors import InputError
+from workbench.core.workspace.atomic import atomic_write_bytes, atomic_write_text
+
+RECIPE_ATTR = "workbench_recipe"
+_SHAPE_ATTRS = (
+    "in_channels", "out_channels", "groups", "in_features", "out_features", "num_features",
+    "normalized_shape", "num_embeddings", "embedding_dim", "input_size", "hidden_size", "embed_dim",
+    "num_heads", "head_dim", "kdim", "vdim", "d_model",
+)
+
+
+def recipe_of(model: Any) -> dict[str, Any] | None:
+    return getattr(model, RECIPE_ATTR, None)
+
+
+def set_recipe(model: Any, recipe: dict[str, Any]) -> Any:
+    """Remember how to rebuild ``model`` (kept on the module so jobs that modify it in place keep it)."""
+    try:
+        object.__setattr__(model, RECIPE_ATTR, recipe)
+    except (AttributeError, TypeError):
+        pass
+    return model
+
+
+def module_shapes(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """The shape-defining attributes of every submodule, JSON-ready."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, module in model.named_modules():
+        attrs = {}
+        for attr in _SHAPE_ATTRS:
+            value = getattr(module, attr, None)
+            if isinstance(value, bool) or value is None:
+                continue
+            if isinstance(value, int) or (isinstance(value, tuple) and all(isinstance(v, int) for v in value)):
+                attrs[attr] = list(value) if isinstance(value, tuple) else value
+        if attrs:
+            out[name] = attrs
+    return out
+
+
+def _apply_shapes(model: nn.Module, shapes: dict[str, dict[str, Any]], state: dict[str, torch.Tensor]) -> None:
+    modules = dict(model.named_modules())
+    for name, attrs in shapes.items():
+        module = modules.get(name)
+        if module is None:
+            continue
+        for attr, value in attrs.items():
+            current = getattr(module, attr, None)
+            new = tuple(value) if isinstance(value, list) else value
+            if current != new:
+                try:
+                    setattr(module, attr, new)
+                except (AttributeError, TypeError):
+                    pass
+    for key, tensor in state.items():
+        owner_name, _, leaf = key.rpartition(".")
+        owner = modules.get(owner_name)
+        if owner is None:
+            continue
+        current = getattr(owner, leaf, None)
+        if isinstance(current, torch.Tensor) and current.shape != tensor.shape:
+            empty = torch.empty(tensor.shape, dtype=tensor.dtype)
+            if isinstance(current, nn.Parameter):
+                setattr(owner, leaf, nn.Parameter(empty, requires_grad=current.requires_grad))
+            else:
+                owner.register_buffer(leaf, empty)
+
+
+def save_torch_model(model: nn.Module, folder: Path, recipe: dict[str, Any] | None) -> str:
+    """Write the model into ``folder``; returns the format used ("safetensors" or "pt2")."""
+    from safetensors.torch import save
+
+    model = model.eval()
+    if recipe is not None and recipe.get("kind") in ("zoo", "py"):
+        state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+        data = save(state)
+        atomic_write_bytes(folder / "model.safetensors", data)
+        payload = {"recipe": recipe, "shapes": module_shapes(model)}
+        atomic_write_text(folder / "recipe.json", json.dumps(payload, indent=1))
+        return "safetensors"
+    raise InputError("model has no architecture recipe")
+
+
+def save_exported(model: nn.Module, folder: Path, example: torch.Tensor) -> str:
+    """Fallback for models without a recipe: a torch.export program, loadable without unpickling code."""
+    import io
+
+    program = torch.export.export(model.eval().cpu(), (example.cpu(),), strict=False)
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    atomic_write_bytes(folder / "model.pt2", buffer.getvalue())
+    return "pt2"
+
+
+def load_torch_model(folder: Path) -> nn.Module:
+    """Rebuild a saved PyTorch variant (weights checked for shape) on the CPU."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    recipe_file = folder / "recipe.json"
+    if recipe_file.exists():
+        from workbench.core.models.loading import build_from_recipe
+
+        try:
+            payload = json.loads(recipe_file.read_text())
+            recipe, shapes = payload["recipe"], payload.get("shapes", {})
+        except (ValueError, KeyError) as exc:
+            raise InputError(f"{recipe_file}: unreadable recipe ({exc})") from None
+        try:
+            state = load_file(str(folder / "model.safetensors"))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise InputError(f"{folder / 'model.safetensors'}: unreadable weights ({exc})") from None
+        model = build_from_recipe(recipe)
+        _apply_shapes(model, shapes, state)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise InputError(f"{folder}: the weights do not fit the architecture ({first})") from None
+        return set_recipe(model.eval(), recipe)
+    pt2 = folder / "model.pt2"
+    if pt2.exists():
+        from workbench.core.models.loading import load_pt2
+
+        return load_pt2(pt2)
+    raise InputError(f"{folder}: no PyTorch model in this variant folder")

@@ -1,0 +1,127 @@
+"""The batch report: ``report.json`` (contract section 2), ``report.md`` and PNG plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from workbench.core.workspace.atomic import atomic_write_text
+from workbench.core.workspace.store import Variant
+
+COLUMNS = ("accuracy", "loss", "params", "nonzero_params", "size_bytes", "macs", "latency_ms", "latency_torch_ms")
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both (higher accuracy, lower cost)."""
+    front = []
+    for i, (acc, cost) in enumerate(points):
+        dominated = any(
+            (a >= acc and c <= cost) and (a > acc or c < cost) for j, (a, c) in enumerate(points) if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return front
+
+
+def write_report(out: Path, header: dict[str, Any], steps: list[dict[str, Any]], variants: list[Variant],
+                 histories: dict[int, dict[str, list[tuple[int, float]]]]) -> dict[str, Any]:
+    report = {**header, "steps": steps,
+              "variants": [{"id": v.id, "parent": v.parent, "job": v.job, "metrics": v.metrics, "marks": v.marks}
+                           for v in variants]}
+    atomic_write_text(out / "report.json", json.dumps(report, indent=1, default=str))
+    atomic_write_text(out / "report.md", render_markdown(report))
+    write_plots(out, steps, variants, histories)
+    return report
+
+
+def _fmt(key: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if key == "accuracy":
+        return f"{value:.4f}"
+    if key in ("latency_ms", "latency_torch_ms", "loss"):
+        return f"{value:.3f}"
+    if key == "size_bytes":
+        return f"{value / 1024:.1f} KiB"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    lines = [f"# Workbench report", "", f"- model: `{report.get('model')}`", f"- dataset: `{report.get('dataset')}`",
+             f"- device: `{report.get('device')}`", "", "## Steps", "",
+             "| # | job | variant | parent | status | seconds | " + " | ".join(COLUMNS) + " |",
+             "|" + "---|" * (6 + len(COLUMNS))]
+    for i, s in enumerate(report["steps"], 1):
+        m = s.get("metrics", {})
+        cells = [str(i), s["job"], str(s.get("variant") or "-"), str(s.get("parent") or "-"), s["status"],
+                 f"{s.get('seconds', 0):.1f}"] + [_fmt(k, m.get(k)) for k in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    failed = [s for s in report["steps"] if s.get("error")]
+    if failed:
+        lines += ["", "## Errors", ""] + [f"- {s['job']}: {s['error']}" for s in failed]
+    notes = [(s["job"], mark) for s in report["steps"] for mark in s.get("marks", [])]
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {job}: {mark}" for job, mark in notes]
+    lines += ["", "## Plots", "", "![training curves](training_curves.png)", "",
+              "![accuracy vs latency](pareto_latency.png)", "", "![accuracy vs size](pareto_size.png)", ""]
+    return "\n".join(lines)
+
+
+def write_plots(out: Path, steps: list[dict[str, Any]], variants: list[Variant],
+                histories: dict[int, dict[str, list[tuple[int, float]]]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for index, history in histories.items():
+        job = steps[index]["job"] if index < len(steps) else "?"
+        for name, ax in (("loss", axes[0]), ("val_accuracy", axes[1])):
+            points = history.get(name, [])
+            if points:
+                ax.plot([p[0] for p in points], [p[1] for p in points], lw=1, label=f"step {index + 1}: {job}")
+    axes[0].set_title("training loss")
+    axes[1].set_title("validation accuracy")
+    for ax in axes:
+        ax.set_xlabel("step")
+        if ax.lines:
+            ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, out / "training_curves.png")
+    plt.close(fig)
+    measured = [v for v in variants if "accuracy" in v.metrics and "latency_ms" in v.metrics]
+    for key, label, name in (("latency_ms", "latency (ms, onnxruntime, batch)", "pareto_latency.png"),
+                             ("size_bytes", "ONNX size (KiB)", "pareto_size.png")):
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        scale = 1024 if key == "size_bytes" else 1
+        pts = [(v.metrics["accuracy"], v.metrics[key] / scale) for v in measured]
+        front = set(pareto_front(pts))
+        for i, (v, (acc, cost)) in enumerate(zip(measured, pts)):
+            ax.scatter(cost, acc, s=40, c="#d62728" if i in front else "#1f77b4", zorder=3)
+            ax.annotate(v.id, (cost, acc), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        if front:
+            ordered = sorted((pts[i] for i in front), key=lambda p: p[1])
+            ax.plot([p[1] for p in ordered], [p[0] for p in ordered], "--", c="#d62728", lw=1, label="Pareto front")
+            ax.legend(fontsize=7)
+        ax.set_xlabel(label)
+        ax.set_ylabel("test accuracy")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        _save(fig, out / name)
+        plt.close(fig)
+
+
+def _save(fig: Any, path: Path) -> None:
+    import io
+
+    from workbench.core.workspace.atomic import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    atomic_write_bytes(path, buffer.getvalue())

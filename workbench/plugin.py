@@ -1,0 +1,25 @@
+"""The public plugin API: the only module plugin authors import.
+
+A plugin is a ``Job`` subclass registered through the ``workbench.plugins`` entry point group::
+
+    from workbench.plugin import Job, Param
+
+    class Shrink(Job):
+        name = "shrink"
+        title = "Shrink weights"
+        factor: float = Param(0.5, min=0.0, max=1.0, help="multiply every weight by this")
+
+        def run(self, ctx):
+            for p in ctx.model.parameters():
+                p.data.mul_(self.factor)
+            return ctx.model
+"""
+
+from typing import Literal
+
+from workbench.core.errors import Cancelled, InputError, JobFailed
+from workbench.core.jobs.base import Job, JobContext
+from workbench.core.jobs.params import Param
+from workbench.core.models.onnx_model import OnnxModel, is_onnx
+
+__all__ = ["Cancelled", "InputError", "Job", "JobContext", "JobFailed", "Literal", "OnnxModel", "Param", "is_onnx"]

@@ -1,0 +1,1 @@
+"""Pytest fixtures for plugin authors (registered as a pytest11 entry point)."""
