@@ -95,6 +95,9 @@ def write_plots(out: Path, steps: list[dict[str, Any]], variants: list[Variant],
     fig.tight_layout()
     _save(fig, out / "training_curves.png")
     plt.close(fig)
+    for index, history in histories.items():
+        if history and index < len(steps):
+            _step_plot(out / "plots" / f"step{index + 1}_{steps[index]['job']}.png", history, steps[index]["job"])
     measured = [v for v in variants if "accuracy" in v.metrics and "latency_ms" in v.metrics]
     for key, label, name in (("latency_ms", "latency (ms, onnxruntime, batch)", "pareto_latency.png"),
                              ("size_bytes", "ONNX size (KiB)", "pareto_size.png")):
@@ -115,6 +118,22 @@ def write_plots(out: Path, steps: list[dict[str, Any]], variants: list[Variant],
         fig.tight_layout()
         _save(fig, out / name)
         plt.close(fig)
+
+
+def _step_plot(path: Path, history: dict[str, list[tuple[int, float]]], job: str) -> None:
+    """One figure per step: every metric the job logged, against its step."""
+    import matplotlib.pyplot as plt
+
+    names = [n for n in history if n not in ("epoch",)][:6]
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        points = history[name]
+        ax.plot([p[0] for p in points], [p[1] for p in points], lw=1, marker="." if len(points) < 50 else None)
+        ax.set_title(f"{job}: {name}", fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
 
 
 def _save(fig: Any, path: Path) -> None:

@@ -187,3 +187,15 @@ def test_onnx_groups_from_name_paths(x):
     assert "/block" in g.groups
     assert len(g.group_members("/block")) == 2
 
+
+
+def test_transformer_layer_counts_match_onnx():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(16, 32),
+        nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), 2),
+        nn.Linear(32, 4)).eval()
+    x = torch.randn(1, 10, 16)
+    gt, go = graph_from_torch(model, x), graph_from_onnx(to_onnx(model, x))
+    assert layer_counts(gt) == layer_counts(go) == {"conv": 0, "linear": 10, "pooling": 0, "activation": 2}
+    assert gt.params == go.params == sum(p.numel() for p in model.parameters())

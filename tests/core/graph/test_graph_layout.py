@@ -115,7 +115,7 @@ def _grandalf_crossings(edges: list[tuple[int, int]], n: int) -> int:
         sug.init_all()
         sug.draw(3)
 
-        def rank_pos(x):
+        def rank_pos(x, sug=sug):
             attr = x if isinstance(x, gl.DummyVertex) else sug.grx[x]
             return attr.rank, attr.pos
 

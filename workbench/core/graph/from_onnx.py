@@ -149,6 +149,7 @@ def graph_from_onnx(model: onnx.ModelProto | str | Path, infer_shapes: bool = Tr
                           output_shapes=[shape.get(vi.name)]))
         producer[vi.name] = nid
 
+    const = set(init_size)  # initializers and what is computed from them alone (Dequantize...)
     names_seen: set[str] = set()
     pending_refs: list[tuple[str, list[str]]] = []
     for i, n in enumerate(g.node):
@@ -163,6 +164,11 @@ def graph_from_onnx(model: onnx.ModelProto | str | Path, infer_shapes: bool = Tr
             attrs["subgraph_nodes"] = _count_subgraph_nodes(n)
             attrs["collapsed"] = True
             pending_refs.append((nid, _outer_refs(n)))
+        real_ins = [t for t in ins if t]
+        if all(t in const for t in real_ins):
+            const.update(n.output)
+        else:
+            attrs["weighted"] = any(t in const for t in real_ins)
         out_shapes = [shape.get(t) for t in n.output]
         node = Node(
             id=nid, op=n.op_type, name=name, category=categorize(n.op_type),

@@ -116,6 +116,8 @@ def _name_nodes(nodes: list[Node], stacks: dict[str, list[str]], is_group: set[s
             name = f"{stack[-1]}/{n.name}"
         else:
             name = stack[-1]
+            if n.attrs.get("module_type"):  # the label shows "Conv2d" for the op of a leaf module
+                n.attrs["module"] = n.attrs["module_type"]
         if name in seen:
             name = f"{name}/{n.name}" if stack else f"{name}_{n.id}"
         seen.add(name)
@@ -140,12 +142,15 @@ def _from_export(model: nn.Module, example: tuple, batch: int | None) -> Graph:
     kept: set[str] = set()
     edges: list[Edge] = []
     out_shape_of: dict[str, tuple | None] = {}
+    derived: set[str] = set()  # weights and what is computed from weights alone (t, chunk...)
 
     for fx in ep.graph.nodes:
         val = fx.meta.get("val")
         if fx.op == "placeholder":
             out_shape_of[fx.name] = _shape(val)
-            if fx.name in user_inputs:
+            if fx.name not in user_inputs:
+                derived.add(fx.name)
+            else:
                 nodes.append(Node(fx.name, "Input", fx.name, "input", outputs=[fx.name],
                                   output_shapes=[_shape(val)]))
                 kept.add(fx.name)
@@ -163,6 +168,9 @@ def _from_export(model: nn.Module, example: tuple, batch: int | None) -> Graph:
             continue
         op = _op_name(fx.target)
         data_args = [a for a in args if a.op not in ("placeholder", "get_attr") or a.name in user_inputs]
+        from_weights = bool(args) and all(a.name in derived for a in args)
+        if from_weights:
+            derived.add(fx.name)
         if op in _PLUMBING and len(data_args) == 1:
             alias[fx.name] = alias.get(data_args[0].name, data_args[0].name)
             out_shape_of[fx.name] = _shape(val) or out_shape_of.get(alias[fx.name])
@@ -177,10 +185,14 @@ def _from_export(model: nn.Module, example: tuple, batch: int | None) -> Graph:
                 params += param_numel[a.name]
         st = fx.meta.get("nn_module_stack") or {}
         stacks[fx.name] = [p for p, _ in st.values() if p]
+        mtype = next(reversed(st.values()))[1] if st else ""
+        mtype = mtype.__name__ if isinstance(mtype, type) else str(mtype).rsplit(".", 1)[-1]
         inputs = [param_names.get(a.name, alias.get(a.name, a.name)) for a in args]
         nodes.append(Node(fx.name, op, fx.name, categorize(op), inputs=inputs, outputs=[fx.name],
                           input_shapes=shapes, output_shapes=[out], params=params,
-                          macs=_macs(op, out, shapes, batch), attrs={"target": str(fx.target)}))
+                          macs=_macs(op, out, shapes, batch),
+                          attrs={"target": str(fx.target), "module_type": mtype,
+                                 "weighted": not from_weights and any(a.name in derived for a in args)}))
         kept.add(fx.name)
         for a in dict.fromkeys(alias.get(a.name, a.name) for a in data_args):
             if a in kept:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 CATEGORIES = (
     "conv", "linear", "norm", "activation", "pooling", "shape", "quant",
@@ -46,6 +47,7 @@ _ELEMENTWISE = {"add", "sub", "mul", "div", "pow", "sqrt", "exp", "log", "neg", 
                 "cos", "truediv", "floordiv", "masked_fill", "sign", "square"}
 
 
+@lru_cache(maxsize=4096)
 def categorize(op: str) -> str:
     """Map an ATen/ONNX/module op name to a category, so colours and layer counts agree across builders."""
     raw = op.split("::")[-1]
@@ -215,14 +217,22 @@ def layer_counts(graph: Graph, categories: tuple[str, ...] = LAYER_CATEGORIES) -
     """Count compute nodes per category: the builder-independent "shape" of a model.
 
     torch.export and the ONNX exporter do not emit the same plumbing nodes (getitem, Constant,
-    Shape...), and the ONNX exporter folds BatchNorm into Conv, so node and edge totals differ
-    for the same model. The conv/linear/pooling/activation counts do match, which is what the
-    tests compare.
+    Shape...), the ONNX exporter folds BatchNorm into Conv and decomposes attention, so node and
+    edge totals differ for the same model. Layer counts do match: convs, weight-bearing linear
+    ops (Gemm/MatMul/linear reading a weight), pooling, and activations other than softmax.
     """
-    c = Counter(n.category for n in graph.nodes)
+    c = Counter(n.category for n in compute_nodes(graph, categories))
     return {k: c.get(k, 0) for k in categories}
+
+
+def _is_layer(n: Node) -> bool:
+    if n.category == "linear":  # weight layers only: attention's Q@K and A@V are not layers
+        return bool(n.params or n.attrs.get("weighted"))
+    if n.category == "activation":  # softmax belongs to attention (fused SDPA in torch)
+        return "softmax" not in n.op.lower()
+    return True
 
 
 def compute_nodes(graph: Graph, categories: tuple[str, ...] = LAYER_CATEGORIES) -> list[Node]:
     """The nodes counted by :func:`layer_counts`, in graph order."""
-    return [n for n in graph.nodes if n.category in categories]
+    return [n for n in graph.nodes if n.category in categories and _is_layer(n)]
