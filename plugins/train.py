@@ -10,9 +10,9 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+from workbench_plugins._training import TrainLoop, TrainSettings, check_fits
 
 from workbench.plugin import InputError, Job, JobContext, Param
-from workbench_plugins._training import TrainLoop, TrainSettings, check_fits
 
 
 class TrainJob(Job):

@@ -51,7 +51,7 @@ def _fmt(key: str, value: Any) -> str:
 
 
 def render_markdown(report: dict[str, Any]) -> str:
-    lines = [f"# Workbench report", "", f"- model: `{report.get('model')}`", f"- dataset: `{report.get('dataset')}`",
+    lines = ["# Workbench report", "", f"- model: `{report.get('model')}`", f"- dataset: `{report.get('dataset')}`",
              f"- device: `{report.get('device')}`", "", "## Steps", "",
              "| # | job | variant | parent | status | seconds | " + " | ".join(COLUMNS) + " |",
              "|" + "---|" * (6 + len(COLUMNS))]
