@@ -39,6 +39,8 @@ class TrainJob(Job):
     adversarial: Literal["none", "fgsm", "pgd"] = Param("none", help="adversarial training (image inputs)")
     epsilon: float = Param(0.1, min=0.0, max=1.0, help="adversarial perturbation size", advanced=True)
     auto_batch: bool = Param(False, help="halve the batch size on out-of-memory and go on")
+    augment: Literal["auto", "none", "affine"] = Param(
+        "auto", help="random small rotations, scalings and shifts of images (auto: on for image datasets)")
 
     def run(self, ctx: JobContext) -> nn.Module:
         model = ctx.model
@@ -48,6 +50,7 @@ class TrainJob(Job):
             ctx.info(f"frozen: {frozen} parameter tensors")
         if self.adversarial != "none" and ctx.data.info.input_dtype != "float32":
             raise InputError("adversarial training needs continuous inputs (images or tabular), not token ids")
+        self._augment = self.augment == "affine" or (self.augment == "auto" and ctx.data.info.kind == "image")
         settings = TrainSettings(
             self.epochs, self.batch_size, self.lr, self.optimizer, self.momentum, self.weight_decay,
             self.schedule, self.step_size, self.gamma, self.patience, self.grad_clip, self.amp, self.auto_batch,
@@ -61,6 +64,8 @@ class TrainJob(Job):
         return model
 
     def _loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self._augment:
+            x = random_affine(x)
         if self.adversarial == "none":
             return F.cross_entropy(model(x), y, label_smoothing=self.label_smoothing)
         x_adv = perturb(model, x, y, self.epsilon, steps=1 if self.adversarial == "fgsm" else 5)
@@ -96,6 +101,21 @@ def apply_freeze(model: nn.Module, names: list[str]) -> int:
     for n in chosen:
         params[n].requires_grad_(False)
     return len(chosen)
+
+
+def random_affine(x: torch.Tensor, rotate: float = 0.15, scale: float = 0.1, shift: float = 0.1) -> torch.Tensor:
+    """Light per-sample augmentation (radians, relative scale, fraction of the image) for small image datasets."""
+    n = x.shape[0]
+    angle = (torch.rand(n, device=x.device) - 0.5) * 2 * rotate
+    factor = 1 + (torch.rand(n, device=x.device) - 0.5) * 2 * scale
+    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0] = factor * torch.cos(angle)
+    theta[:, 0, 1] = -factor * torch.sin(angle)
+    theta[:, 1, 0] = factor * torch.sin(angle)
+    theta[:, 1, 1] = factor * torch.cos(angle)
+    theta[:, :, 2] = (torch.rand(n, 2, device=x.device) - 0.5) * 2 * shift
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
 
 
 def perturb(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, steps: int) -> torch.Tensor:
