@@ -40,7 +40,7 @@ class TrainJob(Job):
     epsilon: float = Param(0.1, min=0.0, max=1.0, help="adversarial perturbation size", advanced=True)
     auto_batch: bool = Param(False, help="halve the batch size on out-of-memory and go on")
     augment: Literal["auto", "none", "affine"] = Param(
-        "auto", help="random small rotations, scalings and shifts of images (auto: on for image datasets)")
+        "auto", help="random small rotations, scalings and shifts of images (auto: on for images of 16x16 and more)")
 
     def run(self, ctx: JobContext) -> nn.Module:
         model = ctx.model
@@ -50,7 +50,9 @@ class TrainJob(Job):
             ctx.info(f"frozen: {frozen} parameter tensors")
         if self.adversarial != "none" and ctx.data.info.input_dtype != "float32":
             raise InputError("adversarial training needs continuous inputs (images or tabular), not token ids")
-        self._augment = self.augment == "affine" or (self.augment == "auto" and ctx.data.info.kind == "image")
+        shape = ctx.data.info.input_shape
+        large_images = ctx.data.info.kind == "image" and len(shape) == 3 and min(shape[1:]) >= 16
+        self._augment = self.augment == "affine" or (self.augment == "auto" and large_images)
         settings = TrainSettings(
             self.epochs, self.batch_size, self.lr, self.optimizer, self.momentum, self.weight_decay,
             self.schedule, self.step_size, self.gamma, self.patience, self.grad_clip, self.amp, self.auto_batch,

@@ -22,7 +22,7 @@ def default_out() -> Path:
 def open_session(pipe: Pipeline, trust: bool = False) -> tuple[Any, str]:
     """Workspace + dataset + the root variant for ``pipe.model``; returns (session, root variant id)."""
     from workbench.core.data import load_dataset
-    from workbench.core.jobs.session import Session, resolve_device
+    from workbench.core.jobs.session import Session, resolve_device, seed_everything
     from workbench.core.models import load_model
     from workbench.core.workspace import Workspace
 
@@ -35,6 +35,7 @@ def open_session(pipe: Pipeline, trust: bool = False) -> tuple[Any, str]:
     existing = _variant_in_workspace(workspace, pipe.model)
     if existing:
         return session, existing
+    seed_everything(pipe.seed)  # the root model's initial weights depend on the seed, like everything else
     model = load_model(pipe.model, data.info, weights=pipe.weights, trust=trust)
     root = session.add_root(model, pipe.model, device)
     return session, root.id

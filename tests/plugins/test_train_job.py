@@ -1,0 +1,156 @@
+"""The train job: accuracy, determinism, schedules, freezing, resume, early stopping, adversarial, errors."""
+
+import pytest
+import torch
+
+from workbench.core.jobs.runner import JobRequest
+from workbench.core.models.loading import load_variant_folder
+
+
+def _train(make_session, runner_for, params, model="zoo:mlp:hidden=32", dataset="digits:size=8", seed=0, out=None):
+    session, root = make_session(model=model, dataset=dataset, seed=seed, out=out)
+    runner = runner_for(session)
+    return session, root, runner.run(JobRequest("train", params, root, "cpu", seed))
+
+
+def test_mlp_learns_digits_and_reloads_exactly(make_session, runner_for):
+    session, root, out = _train(make_session, runner_for, {"epochs": 5, "lr": 0.005})
+    assert out.status == "ok", out.error
+    assert out.metrics["accuracy"] >= 0.9
+    variant = session.workspace.variant(out.variant)
+    model = load_variant_folder(variant.path)
+    from workbench.core.measure import evaluate_accuracy
+
+    assert round(evaluate_accuracy(model, session.data)["accuracy"], 6) == out.metrics["accuracy"]
+    epochs = [m["epoch"] for _, m in out.history if "epoch" in m]
+    assert epochs == [1, 2, 3, 4, 5]
+
+
+def test_same_seed_same_result(make_session, runner_for, tmp_path):
+    a = _train(make_session, runner_for, {"epochs": 2}, out=tmp_path / "a")[2]
+    b = _train(make_session, runner_for, {"epochs": 2}, out=tmp_path / "b")[2]
+    assert a.metrics["accuracy"] == b.metrics["accuracy"] and a.metrics["loss"] == b.metrics["loss"]
+
+
+@pytest.mark.parametrize("params", [
+    {"optimizer": "sgd", "lr": 0.1, "schedule": "step", "step_size": 1},
+    {"optimizer": "adamw", "weight_decay": 0.01, "schedule": "cosine", "label_smoothing": 0.1},
+    {"schedule": "plateau", "grad_clip": 1.0},
+    {"adversarial": "fgsm", "epsilon": 0.05},
+    {"adversarial": "pgd", "epsilon": 0.05},
+])
+def test_options_train_to_a_useful_model(make_session, runner_for, params):
+    out = _train(make_session, runner_for, {"epochs": 3, "lr": 0.005, **params})[2]
+    assert out.status == "ok", out.error
+    assert out.metrics["accuracy"] > 0.6
+    lrs = [m["lr"] for _, m in out.history if "lr" in m]
+    if params.get("schedule") == "step":
+        assert lrs[1] == pytest.approx(lrs[0] * 0.1)
+
+
+def test_freeze_all_but_last_keeps_the_body(make_session, runner_for):
+    session, root, out = _train(make_session, runner_for, {"epochs": 1, "freeze": "all_but_last"})
+    before = load_variant_folder(session.workspace.variant(root).path)
+    after = load_variant_folder(session.workspace.variant(out.variant).path)
+    changed = {k for k, v in after.state_dict().items() if not torch.equal(v, before.state_dict()[k])}
+    assert changed == {"classifier.weight", "classifier.bias"}
+
+
+def test_freeze_unknown_module_is_bad_input(make_session, runner_for):
+    out = _train(make_session, runner_for, {"epochs": 1, "freeze": "nope"})[2]
+    assert out.status == "failed" and out.bad_input and "nope" in out.error
+
+
+def test_early_stopping_stops_before_the_last_epoch(make_session, runner_for):
+    out = _train(make_session, runner_for, {"epochs": 60, "patience": 1, "lr": 0.05})[2]
+    assert out.status == "ok"
+    epochs = [m["epoch"] for _, m in out.history if "epoch" in m]
+    assert len(epochs) < 60
+
+
+def test_resume_continues_after_the_last_completed_epoch(make_session, runner_for, tmp_path):
+    from workbench.core.jobs.registry import registry
+    from workbench_plugins.train import TrainJob
+
+    class Crash(Exception):
+        pass
+
+    session, root = make_session(out=tmp_path / "ws")
+    runner = runner_for(session)
+    original = TrainJob.run
+
+    def crash_after_two_epochs(self, ctx):
+        real_log = ctx.log
+
+        def log(step=None, **m):
+            real_log(step=step, **m)
+            if m.get("epoch") == 2:
+                ctx._crash_next = True
+
+        ctx.log = log
+        real_progress = ctx.progress
+
+        def progress(done, total, text=""):
+            if getattr(ctx, "_crash_next", False) and "epoch 3" in text:
+                raise Crash("simulated kill during epoch 3")
+            real_progress(done, total, text)
+
+        ctx.progress = progress
+        return original(self, ctx)
+
+    TrainJob.run = crash_after_two_epochs
+    try:
+        first = runner.run(JobRequest("train", {"epochs": 4}, root, "cpu"))
+    finally:
+        TrainJob.run = original
+    assert first.status == "failed" and "simulated kill" in first.error
+    assert list((tmp_path / "ws" / "checkpoints").glob("train-*.pt"))
+    second = runner.run(JobRequest("train", {"epochs": 4, "resume": True}, root, "cpu"))
+    assert second.status == "ok"
+    assert [m["epoch"] for _, m in second.history if "epoch" in m] == [3, 4]
+    assert not list((tmp_path / "ws" / "checkpoints").glob("train-*.pt"))
+    assert registry().load("train") is TrainJob
+
+
+def test_auto_batch_halves_on_out_of_memory(make_session, runner_for, monkeypatch):
+    from workbench_plugins import _training
+
+    calls = {"n": 0}
+    original = _training.TrainLoop._epoch
+
+    def flaky(self, epoch):
+        if self.batch_size > 8:
+            calls["n"] += 1
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return original(self, epoch)
+
+    monkeypatch.setattr(_training.TrainLoop, "_epoch", flaky)
+    out = _train(make_session, runner_for, {"epochs": 1, "batch_size": 32, "auto_batch": True})[2]
+    assert out.status == "ok" and calls["n"] == 2
+
+
+def test_every_zoo_model_trains_one_epoch(make_session, runner_for, tmp_path):
+    cases = [("zoo:seed_cnn:width=0.25", "synthetic:n=96,shape=1x20x20"),
+             ("zoo:lenet5:width=0.5", "synthetic:n=96,shape=1x16x16"),
+             ("zoo:mlp:hidden=16", "synthetic:kind=tabular,n=96"),
+             ("zoo:resnet8:width=0.25", "synthetic:n=96,shape=3x16x16"),
+             ("zoo:resnet18:width=0.125", "synthetic:n=96,shape=3x16x16"),
+             ("zoo:mobilenet_v2:width=0.25", "synthetic:n=96,shape=3x16x16"),
+             ("zoo:lstm_classifier:width=0.25", "synthetic:kind=text,n=96,seq_len=12,vocab=50"),
+             ("zoo:transformer_encoder:width=0.25", "synthetic:kind=text,n=96,seq_len=12,vocab=50")]
+    for i, (model, dataset) in enumerate(cases):
+        out = _train(make_session, runner_for, {"epochs": 1}, model=model, dataset=dataset, out=tmp_path / str(i))[2]
+        assert out.status == "ok", (model, out.error)
+        assert 0.0 <= out.metrics["accuracy"] <= 1.0 and out.metrics["params"] > 0
+
+
+def test_online_learning_on_another_dataset_with_the_same_classes(make_session, runner_for, tmp_path):
+    session, root, out = _train(make_session, runner_for, {"epochs": 1}, out=tmp_path / "ws")
+    assert out.status == "ok"
+    other, _ = make_session(dataset="digits:size=8", seed=3, out=tmp_path / "ws")
+    runner = runner_for(other)
+    again = runner.run(JobRequest("train", {"epochs": 1}, out.variant, "cpu"))
+    assert again.status == "ok"
+    mismatch, _ = make_session(dataset="synthetic:kind=tabular,features=64,classes=3", out=tmp_path / "ws")
+    bad = runner_for(mismatch).run(JobRequest("train", {"epochs": 1}, out.variant, "cpu"))
+    assert bad.status == "failed" and "3 classes" in bad.error
