@@ -203,7 +203,7 @@ class Session:
         try:
             return save_exported(cpu_model, folder, batch)
         except Exception as exc:  # noqa: BLE001
-            raise JobFailed(f"the model cannot be saved: no recipe rebuilds it and torch.export failed ({exc})")
+            raise JobFailed(f"the model cannot be saved: no recipe rebuilds it and torch.export failed ({exc})") from None
 
 
 def _cpu_copy(model: nn.Module) -> nn.Module:
