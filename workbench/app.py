@@ -1,0 +1,48 @@
+"""The desktop app's entry points: ``create_main_window`` (tests, automation) and ``main`` (the ``workbench``
+command). Qt, pyqtgraph and superqt are imported here and in ``workbench.ui`` only.
+
+Start-up is kept fast: the window is built from Qt alone; torch, the plugins, the dataset and the root model are
+loaded on worker threads and appear when ready.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+
+from workbench.ui.theme import ensure_app
+
+
+def create_main_window(workspace: str | Path | None = None, model: str | None = None, dataset: str | None = None,
+                       *, trust: bool = False, device: str = "auto"):  # noqa: ANN201 - MainWindow, imported lazily
+    """Build the main window on the demo (zoo:seed_cnn + digits in a fresh workspace) or on the given
+    workspace/model/dataset, without showing it or starting an event loop. Loading continues in the background.
+    """
+    from workbench.core.notifications import install_excepthooks, subscribe
+    from workbench.ui.controller import Controller
+    from workbench.ui.main_window import MainWindow
+
+    ensure_app()
+    sys.setswitchinterval(0.001)  # hand the GIL back to the GUI thread often while a job trains
+    controller = Controller(trust=trust, device=device)
+    window = MainWindow(controller)
+    install_excepthooks()
+    unsubscribe = subscribe(controller.bridge.push_notification)
+    window.destroyed.connect(lambda *_a: unsubscribe())
+    window.job_panel.default_job = "train"
+    # torch, the plugins and the model load on worker threads, started once the event loop turns (after show)
+    QTimer.singleShot(0, controller.load_jobs)
+    QTimer.singleShot(0, lambda: controller.open(Path(workspace) if workspace else None, model, dataset))
+    return window
+
+
+def main(model: str | None = None, dataset: str | None = None, workspace: str | None = None,
+         trust: bool = False) -> int:
+    """Show the window and run the event loop; returns the exit code."""
+    app = ensure_app()
+    window = create_main_window(workspace, model, dataset, trust=trust)
+    window.show()
+    return QApplication.exec() if app is not None else 0

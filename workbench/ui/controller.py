@@ -1,0 +1,279 @@
+"""The app's model of the session: which workspace, dataset and root model are open, the runner, the jobs.
+
+Everything slow (importing torch and the plugins, loading the dataset, measuring the root variant, running
+jobs) happens on worker threads; results come back through the ``Bridge`` as Qt signals on the GUI thread.
+Qt widgets never touch the core directly for anything that can take time.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import os
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from workbench.ui.bridge import Bridge
+
+DEMO_MODEL = "zoo:seed_cnn"
+DEMO_DATASET = "digits"
+
+
+def demo_workspace() -> Path:
+    """A fresh demo workspace in the user's data folder (kept, so the demo's work is not lost)."""
+    import platformdirs
+
+    base = Path(platformdirs.user_data_dir("workbench", appauthor=False))
+    return base / f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+
+
+def _load_job_classes() -> dict[str, type]:
+    """Import every enabled job (this imports torch); a broken plugin is reported, not fatal."""
+    from workbench.core.jobs.registry import registry
+    from workbench.core.notifications import notify
+
+    classes: dict[str, type] = {}
+    for name in registry().job_names():
+        try:
+            classes[name] = registry().load(name)
+        except Exception as exc:  # noqa: BLE001 - a plugin may fail to import in any way
+            notify(f"plugin {name} is disabled: {exc}", "warning", source="plugins")
+    return classes
+
+
+def _limit_torch_threads() -> None:
+    """Leave a core to the GUI thread so the event loop keeps ticking while a job trains on the CPU."""
+    import torch
+
+    cores = os.cpu_count() or 1
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), cores - 1)))
+
+
+def _open_session(workspace: Path, model: str | None, dataset: str | None, trust: bool, device: str) -> Any:
+    from workbench.core.data import load_dataset
+    from workbench.core.jobs.session import Session, resolve_device
+    from workbench.core.models import load_model
+    from workbench.core.workspace import Workspace
+
+    _limit_torch_threads()
+    ws = Workspace(workspace)
+    existing = ws.variants()
+    dataset = dataset or ws.info("dataset") or (existing[0].dataset if existing else "") or DEMO_DATASET
+    data = load_dataset(dataset)
+    ws.set_info("dataset", dataset)
+    session = Session(ws, data, trust=trust)
+    session.dataset_spec = dataset  # type: ignore[attr-defined]
+    session.device = resolve_device(device)  # type: ignore[attr-defined]
+    if model:
+        root = load_model(model, data.info, trust=trust)
+        session.add_root(root, model, session.device)  # type: ignore[attr-defined]
+    elif not existing:
+        from workbench.core.errors import InputError
+
+        raise InputError(f"{ws.root}: the workspace has no variant yet; open a model (File > Open model)")
+    return session
+
+
+class Controller(QObject):
+    """Owns the session and the runner; turns runner events into Qt signals (via the bridge)."""
+
+    jobs_loaded = Signal(dict)          # job name -> Job class
+    session_opening = Signal(str)       # a line for the status bar
+    session_ready = Signal(object)      # the Session
+    session_failed = Signal(str, str)   # message, details
+    variants_changed = Signal(list)     # list[Variant]
+    job_event = Signal(object)          # one JobEvent, on the GUI thread
+
+    def __init__(self, parent: QObject | None = None, trust: bool = False, device: str = "auto") -> None:
+        super().__init__(parent)
+        self.trust = trust
+        self.device = device
+        self.bridge = Bridge(self)
+        self.bridge.events.connect(self._on_events)
+        self.session: Any = None
+        self.runner: Any = None
+        self._unsubscribe: Any = None
+        self._classes: dict[str, type] = {}
+        self._jobs_future: concurrent.futures.Future | None = None
+        self._waiting: list[tuple[Any, Any]] = []  # requests made before the session was ready
+        self.handles: dict[int, Any] = {}
+        self.opening = False
+        self.failed_jobs: set[str] = set()
+        _live.add(self)
+
+    # jobs -----------------------------------------------------------------------------------------------------
+    def job_names(self) -> list[str]:
+        """Listing reads installed metadata only: instant, no torch."""
+        from workbench.core.jobs.registry import registry
+
+        return registry().job_names()
+
+    def load_jobs(self) -> None:
+        if self._jobs_future is None:
+            self._jobs_future = self.bridge.run_in_background(_load_job_classes, self._on_jobs_loaded)
+
+    def _on_jobs_loaded(self, classes: dict[str, type]) -> None:
+        self._classes.update(classes)
+        self.failed_jobs = set(self.job_names()) - set(self._classes)
+        self.jobs_loaded.emit(dict(self._classes))
+
+    def job_class(self, name: str, wait: bool = True) -> type | None:
+        """The class of a job; before the background import has finished, waits for it when ``wait``."""
+        if name in self._classes:
+            return self._classes[name]
+        if wait:
+            from workbench.core.jobs.registry import registry
+
+            self.load_jobs()
+            assert self._jobs_future is not None
+            try:
+                self._classes.update(self._jobs_future.result())
+            except Exception:  # noqa: BLE001 - reported by the background task
+                pass
+            if name not in self._classes:
+                try:
+                    self._classes[name] = registry().load(name)
+                except Exception:  # noqa: BLE001 - the selector shows it disabled
+                    return None
+            return self._classes.get(name)
+        return None
+
+    # session --------------------------------------------------------------------------------------------------
+    def open(self, workspace: str | Path | None = None, model: str | None = None, dataset: str | None = None) -> None:
+        """Open a workspace (a fresh one when None) and add ``model`` (the demo model in a new workspace) as a root
+        variant, in the background."""
+        if workspace is None:
+            workspace = demo_workspace()
+        if model is None and not (Path(workspace) / "workspace.sqlite").exists():
+            model, dataset = DEMO_MODEL, dataset or DEMO_DATASET  # a new workspace starts on the demo model
+        self.close_session()
+        self.variants_changed.emit([])
+        self.opening = True
+        what = model or Path(workspace).name
+        self.session_opening.emit(f"loading {what} ...")
+        self.bridge.run_in_background(
+            lambda: _open_session(Path(workspace), model, dataset, self.trust, self.device),
+            self._on_session, self._on_session_error)
+
+    def add_model(self, model: str) -> None:
+        """Load another model into the open workspace as a new root (File > Open model, drag and drop)."""
+        if self.session is None:
+            self.open(None, model, None)
+            return
+        session = self.session
+        self.session_opening.emit(f"loading {model} ...")
+
+        def work() -> Any:
+            from workbench.core.models import load_model
+
+            root = load_model(model, session.data.info, trust=self.trust)
+            return session.add_root(root, model, session.device)
+
+        self.bridge.run_in_background(work, lambda _v: self.refresh(), self._on_session_error)
+
+    def _on_session(self, session: Any) -> None:
+        from workbench.core.jobs.runner import Runner
+
+        self.opening = False
+        self.session = session
+        self.runner = Runner(session)
+        self._unsubscribe = self.runner.bus.subscribe(self.bridge.push_event)
+        self.session_ready.emit(session)
+        self.refresh()
+        waiting, self._waiting = self._waiting, []
+        for request, callback in waiting:
+            callback(self._submit_now(request))
+
+    def _on_session_error(self, exc: BaseException) -> None:
+        import traceback
+
+        self.opening = False
+        details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        self.session_failed.emit(str(exc) or type(exc).__name__, details)
+        for _request, callback in self._waiting:
+            callback(None)
+        self._waiting = []
+
+    def refresh(self) -> None:
+        if self.session is not None:
+            self.variants_changed.emit(self.session.workspace.variants())
+
+    def close_session(self) -> None:
+        still_running = bool(self.pending())
+        if self.runner is not None:
+            if self._unsubscribe:
+                self._unsubscribe()
+            self.runner.shutdown(wait=False)
+        if self.session is not None and not still_running:
+            self.session.workspace.close()  # a cancelled run still finishing keeps its connection
+        self.session = self.runner = None
+        self.handles.clear()
+
+    # runs -----------------------------------------------------------------------------------------------------
+    def submit(self, job: str, params: dict[str, Any], input_variant: str | None, callback: Any = None) -> None:
+        """Queue a job; if the session is still loading, it is submitted as soon as it is ready."""
+        from workbench.core.jobs.runner import JobRequest
+
+        request = JobRequest(job, params, input_variant, self.device)
+        callback = callback or (lambda _h: None)
+        if self.session is None:
+            self._waiting.append((request, callback))
+            self.session_opening.emit(f"{job} waits for the model to load ...")
+            return
+        callback(self._submit_now(request))
+
+    def _submit_now(self, request: Any) -> Any:
+        handle = self.runner.submit(request)
+        self.handles[handle.run_id] = handle
+        return handle
+
+    def pending(self) -> list[Any]:
+        return self.runner.pending() if self.runner is not None else []
+
+    def busy(self) -> bool:
+        return bool(self.pending() or self._waiting)
+
+    def cancel(self, run_id: int | None = None) -> None:
+        """Cancel one run, or (None) the running one and everything queued."""
+        self._waiting = []
+        for handle in self.pending():
+            if run_id is None or handle.run_id == run_id:
+                handle.cancel()
+
+    def _on_events(self, events: list[Any]) -> None:
+        changed = False
+        for event in events:
+            self.job_event.emit(event)
+            if event.kind == "finished":
+                self.handles.pop(event.run_id, None)
+                changed = changed or event.data.get("status") == "ok"
+        if changed:
+            self.refresh()
+
+    def shutdown(self, wait: bool = False) -> None:
+        """Cancel everything; with ``wait``, give the worker a few seconds to stop (at interpreter exit, a worker
+        still inside torch would abort the process)."""
+        self.cancel()
+        runner = self.runner
+        self.close_session()
+        if wait and runner is not None:
+            for worker in list(runner._workers.values()):
+                worker.join(timeout=5)
+        self.bridge.shutdown()
+        _live.discard(self)
+
+
+_live: weakref.WeakSet[Controller] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_workers_at_exit() -> None:
+    for controller in list(_live):
+        try:
+            controller.shutdown(wait=True)
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass

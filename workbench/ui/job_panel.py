@@ -1,0 +1,198 @@
+"""The job panel: pick a job, edit its generated form, run it on the selected variant, watch the queue."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+
+from workbench.core.errors import InputError
+from workbench.ui.param_form import ParamForm
+
+
+class JobPanel(QWidget):
+    """objectName ``jobPanel``; holds ``jobSelector``, the ``param.*`` editors, ``runButton``, ``cancelButton``."""
+
+    run_requested = Signal(str, dict)   # job name, typed params
+    cancel_requested = Signal()
+
+    def __init__(self, controller: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("jobPanel")
+        self.controller = controller
+        self.form: ParamForm | None = None
+        self._forms: dict[str, ParamForm] = {}
+        self._started: dict[int, float] = {}
+        layout = QVBoxLayout(self)
+        self.selector = QComboBox()
+        self.selector.setObjectName("jobSelector")
+        self.selector.setToolTip("The job to run on the selected variant")
+        layout.addWidget(self.selector)
+        self.target = QLabel("input: -")
+        self.target.setObjectName("jobInput")
+        layout.addWidget(self.target)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        layout.addWidget(self.scroll, 1)
+        buttons = QHBoxLayout()
+        self.run_button = QPushButton("Run")
+        self.run_button.setObjectName("runButton")
+        self.run_button.setToolTip("Run the job on the selected variant (Ctrl+R); queued if another job runs")
+        self.run_button.setDefault(True)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setObjectName("cancelButton")
+        self.cancel_button.setToolTip("Stop the running job and drop the queue (Esc)")
+        self.cancel_button.setEnabled(False)
+        buttons.addWidget(self.run_button, 2)
+        buttons.addWidget(self.cancel_button, 1)
+        layout.addLayout(buttons)
+        self.progress = QProgressBar()
+        self.progress.setObjectName("jobProgress")
+        self.progress.setFormat("idle")
+        self.progress.setValue(0)
+        layout.addWidget(self.progress)
+        layout.addWidget(QLabel("Queue"))
+        self.queue = QListWidget()
+        self.queue.setObjectName("jobQueue")
+        self.queue.setMaximumHeight(110)
+        layout.addWidget(self.queue)
+        self.default_job = "train"
+        for name in controller.job_names():
+            self.selector.addItem(name, name)
+        self.selector.setPlaceholderText("loading jobs ...")
+        self.selector.setCurrentIndex(-1)  # the default job is selected once the plugins are imported
+        self.selector.currentIndexChanged.connect(self._show_current)
+        self.run_button.clicked.connect(self.request_run)
+        self.cancel_button.clicked.connect(self.cancel_requested)
+        controller.jobs_loaded.connect(self._on_jobs_loaded)
+        controller.job_event.connect(self.on_event)
+
+    def select_job(self, name: str) -> None:
+        index = self.selector.findData(name)
+        if index >= 0:
+            self.selector.setCurrentIndex(index)
+            self._show_current()
+
+    def current_job(self) -> str:
+        return str(self.selector.currentData() or "")
+
+    def _show_current(self, *_args: Any, wait: bool = True) -> None:
+        name = self.current_job()
+        if not name or (self.form is not None and self.form.job_class.name == name):
+            return
+        form = self._forms.get(name)
+        if form is None:
+            job_class = self.controller.job_class(name, wait=wait)
+            if job_class is None:
+                return
+            form = self._forms[name] = ParamForm(job_class)
+            saved = QSettings().value(f"params/{name}")
+            if saved:
+                try:
+                    form.set_values(json.loads(str(saved)))
+                except ValueError:
+                    pass
+        if self.scroll.widget() is not None:
+            self.scroll.takeWidget()  # keep the old form (and its edits) for when the job is picked again
+        self.scroll.setWidget(form)
+        self.form = form
+        self.run_button.setToolTip(f"Run {name} on the selected variant (Ctrl+R)")
+
+    def _on_jobs_loaded(self, _classes: dict) -> None:
+        """The plugins are imported: select the default job unless the user picked one already."""
+        model = self.selector.model()
+        for name in self.controller.failed_jobs:
+            index = self.selector.findData(name)
+            if index >= 0:
+                model.item(index).setEnabled(False)
+                model.item(index).setToolTip("this plugin failed to load (see the notification)")
+        if self.selector.currentIndex() < 0 and self.selector.findData(self.default_job) >= 0:
+            self.select_job(self.default_job)
+        else:
+            self._show_current(wait=False)
+
+    def set_input(self, variant_id: str | None) -> None:
+        self.target.setText(f"input: {variant_id or 'latest variant'}")
+
+    def request_run(self) -> None:
+        """Validate the form; an invalid value is refused here, before anything is queued."""
+        self._show_current()
+        if self.form is None:
+            return
+        try:
+            values = self.form.values()
+        except InputError:
+            return
+        name = self.current_job()
+        QSettings().setValue(f"params/{name}", json.dumps(values, default=str))
+        self.run_requested.emit(name, values)
+
+    # events ---------------------------------------------------------------------------------------------------
+    def add_waiting(self, job: str) -> None:
+        item = QListWidgetItem(f"{job}: waiting for the model")
+        item.setData(Qt.ItemDataRole.UserRole, -1)
+        self.queue.addItem(item)
+        self.cancel_button.setEnabled(True)
+
+    def _item(self, run_id: int) -> QListWidgetItem | None:
+        for i in range(self.queue.count()):
+            if self.queue.item(i).data(Qt.ItemDataRole.UserRole) == run_id:
+                return self.queue.item(i)
+        return None
+
+    def on_event(self, event: Any) -> None:
+        kind, data = event.kind, event.data
+        item = self._item(event.run_id)
+        if kind == "queued":
+            waiting = self._item(-1)
+            if waiting is not None:
+                self.queue.takeItem(self.queue.row(waiting))
+            item = QListWidgetItem(f"#{event.run_id} {event.job}: queued")
+            item.setData(Qt.ItemDataRole.UserRole, event.run_id)
+            self.queue.addItem(item)
+            self.cancel_button.setEnabled(True)
+        elif kind == "started" and item is not None:
+            item.setText(f"#{event.run_id} {event.job} on {data.get('input')}: running")
+            self._started[event.run_id] = time.monotonic()
+            self.progress.setRange(0, 0)
+            self.progress.setFormat(f"{event.job}: starting")
+        elif kind == "progress":
+            self._progress(event)
+        elif kind == "finished":
+            if item is not None:
+                self.queue.takeItem(self.queue.row(item))
+            self._started.pop(event.run_id, None)
+            self.progress.setRange(0, 100)
+            status = data.get("status")
+            self.progress.setValue(100 if status == "ok" else 0)
+            self.progress.setFormat(f"{event.job}: {status} in {data.get('seconds', 0):.1f} s")
+            self.cancel_button.setEnabled(self.queue.count() > 0)
+
+    def _progress(self, event: Any) -> None:
+        done, total = int(event.data.get("done", 0)), int(event.data.get("total", 0))
+        if total <= 0:
+            return
+        self.progress.setRange(0, total)
+        self.progress.setValue(min(done, total))
+        eta = ""
+        started = self._started.get(event.run_id)
+        if started is not None and done > 0:
+            left = (time.monotonic() - started) / done * (total - done)
+            eta = f", ETA {int(left // 60)}:{int(left % 60):02d}"
+        text = event.data.get("text") or f"{done}/{total}"
+        self.progress.setFormat(f"{event.job}: {text} (%p%{eta})")

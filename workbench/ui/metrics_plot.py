@@ -1,0 +1,127 @@
+"""Live metric plots (pyqtgraph): loss, accuracy, learning rate, throughput of the running job.
+
+Events are appended to numpy-backed buffers; curves are redrawn by a QTimer at 10 Hz, only when they changed,
+with peak downsampling and clip-to-view (STYLE.md on pyqtgraph).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QWidget
+
+PANELS = (("loss", "Loss"), ("accuracy", "Accuracy"), ("lr", "Learning rate"), ("throughput", "Samples / s"))
+COLORS = ("#4C8BF5", "#F28E2B", "#59A14F", "#E15759", "#B07AA1", "#76B7B2", "#EDC948", "#FF9DA7")
+
+
+def panel_of(metric: str) -> str:
+    """Which plot a metric name belongs to."""
+    name = metric.lower()
+    if "loss" in name:
+        return "loss"
+    if "acc" in name:
+        return "accuracy"
+    if name in ("lr", "learning_rate") or name.endswith("_lr"):
+        return "lr"
+    if "per_s" in name or "throughput" in name:
+        return "throughput"
+    return "other"
+
+
+class _Series:
+    def __init__(self) -> None:
+        self.x = np.empty(256)
+        self.y = np.empty(256)
+        self.n = 0
+        self.dirty = False
+        self.item: Any = None
+        self.plot: Any = None
+
+    def append(self, x: float, y: float) -> None:
+        if self.n == len(self.x):
+            self.x = np.resize(self.x, 2 * self.n)
+            self.y = np.resize(self.y, 2 * self.n)
+        self.x[self.n], self.y[self.n] = x, y
+        self.n += 1
+        self.dirty = True
+
+
+class MetricsPlot(pg.GraphicsLayoutWidget):
+    """objectName ``metricsPlot``. Shows the metrics of the latest run; ``clear_run`` starts afresh."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("metricsPlot")
+        self.plots: dict[str, pg.PlotItem] = {}
+        self.titles = dict(PANELS)
+        for i, (key, title) in enumerate(PANELS):
+            plot = self.addPlot(row=i // 2, col=i % 2, title=title)
+            plot.showGrid(x=True, y=True, alpha=0.25)
+            plot.setLabel("bottom", "step")
+            plot.addLegend(offset=(-8, 8), labelTextSize="8pt")
+            plot.setClipToView(True)
+            plot.setDownsampling(mode="peak")
+            self.plots[key] = plot
+        self.plots["lr"].setLogMode(y=False)
+        self.series: dict[str, _Series] = {}
+        self.run_id: int | None = None
+        self.job = ""
+        self._timer = QTimer(self)
+        self._timer.setInterval(100)
+        self._timer.timeout.connect(self.redraw)
+        self._timer.start()
+
+    def _plot_for(self, metric: str) -> pg.PlotItem:
+        key = panel_of(metric)
+        if key not in self.plots:
+            plot = self.addPlot(row=2, col=0, colspan=2, title="Other")
+            plot.showGrid(x=True, y=True, alpha=0.25)
+            plot.addLegend(offset=(-8, 8), labelTextSize="8pt")
+            self.plots[key] = plot
+        return self.plots[key]
+
+    def clear_run(self, run_id: int, job: str) -> None:
+        """A new run starts: its curves replace the previous run's."""
+        for s in self.series.values():
+            if s.item is not None:
+                s.plot.removeItem(s.item)  # also drops it from the legend
+        self.series.clear()
+        other = self.plots.pop("other", None)
+        if other is not None:
+            self.removeItem(other)
+        self.run_id, self.job = run_id, job
+        for key, plot in self.plots.items():
+            plot.setTitle(f"{self.titles.get(key, 'Other')} · {job} #{run_id}")
+
+    def on_event(self, event: Any) -> None:
+        if event.kind == "started":
+            self.clear_run(event.run_id, event.job)
+        elif event.kind == "metric" and event.run_id == self.run_id:
+            step = float(event.data.get("step", 0))
+            for name, value in event.data.get("metrics", {}).items():
+                if name == "epoch" or value != value:  # the epoch counter is the x axis; NaN has nothing to show
+                    continue
+                series = self.series.get(name)
+                if series is None:
+                    series = self.series[name] = _Series()
+                series.append(step, float(value))
+
+    def redraw(self) -> None:
+        """Update the changed curves (the timer calls it at 10 Hz)."""
+        for name, s in self.series.items():
+            if not s.dirty:
+                continue
+            s.dirty = False
+            if s.item is None:
+                plot = s.plot = self._plot_for(name)
+                color = COLORS[len(plot.listDataItems()) % len(COLORS)]
+                symbol = "o" if name.startswith(("val_", "test_", "train_")) else None
+                s.item = plot.plot(name=name, pen=pg.mkPen(color, width=1), symbol=symbol, symbolSize=5,
+                                   symbolBrush=color, symbolPen=None)
+            s.item.setData(s.x[: s.n], s.y[: s.n])
+
+    def point_count(self) -> int:
+        return sum(s.n for s in self.series.values())

@@ -1,0 +1,116 @@
+"""The compare view: accuracy against latency (or size) for every variant, with the Pareto front marked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyqtgraph as pg
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+
+from workbench.core.report import pareto_front
+
+AXES = {"latency": ("latency_ms", "latency (ms, onnxruntime)"), "size": ("size_bytes", "size (KB, ONNX)")}
+
+
+class ParetoPlot(pg.PlotWidget):
+    """objectName ``paretoPlot``; clicking a point emits ``variant_selected(id)``."""
+
+    variant_selected = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("paretoPlot")
+        self.axis = "latency"
+        self.variants: list[Any] = []
+        self.points: list[tuple[str, float, float]] = []
+        self.front: list[str] = []
+        self.selected: str | None = None
+        self.showGrid(x=True, y=True, alpha=0.25)
+        self.setLabel("left", "accuracy (%)")
+        self.front_line = self.plot([], [], pen=pg.mkPen("#59A14F", width=1, style=pg.QtCore.Qt.PenStyle.DashLine))
+        self.scatter = pg.ScatterPlotItem(size=11, hoverable=True, hoverSize=14)
+        self.scatter.sigClicked.connect(self._clicked)
+        self.addItem(self.scatter)
+        self.labels: list[pg.TextItem] = []
+        self.set_axis("latency")
+
+    def set_axis(self, axis: str) -> None:
+        self.axis = axis
+        self.setLabel("bottom", AXES[axis][1])
+        self.set_variants(self.variants)
+
+    def set_variants(self, variants: list[Any]) -> None:
+        self.variants = list(variants)
+        key = AXES[self.axis][0]
+        scale = 1 / 1024 if self.axis == "size" else 1.0
+        self.points = [(v.id, 100 * v.metrics["accuracy"], v.metrics[key] * scale) for v in variants
+                       if v.metrics.get("accuracy") is not None and v.metrics.get(key)]
+        front_idx = pareto_front([(acc, cost) for _id, acc, cost in self.points])
+        self.front = [self.points[i][0] for i in front_idx]
+        self._draw()
+
+    def select(self, variant_id: str | None) -> None:
+        self.selected = variant_id
+        self._draw()
+
+    def _draw(self) -> None:
+        spots = []
+        for vid, acc, cost in self.points:
+            on_front = vid in self.front
+            brush = "#59A14F" if on_front else "#8C8C8C"
+            pen = pg.mkPen("#F28E2B", width=3) if vid == self.selected else pg.mkPen(None)
+            spots.append({"pos": (cost, acc), "data": vid, "brush": pg.mkBrush(brush), "pen": pen,
+                          "symbol": "star" if on_front else "o", "size": 15 if on_front else 11})
+        self.scatter.setData(spots)
+        front = sorted((cost, acc) for vid, acc, cost in self.points if vid in self.front)
+        self.front_line.setData([c for c, _a in front], [a for _c, a in front])
+        for label in self.labels:
+            self.removeItem(label)
+        self.labels = []
+        for vid, acc, cost in self.points:
+            label = pg.TextItem(vid, anchor=(0, 1.2), color="#888888")
+            label.setPos(cost, acc)
+            self.addItem(label)
+            self.labels.append(label)
+
+    def _clicked(self, _item: Any, points: Any, *_args: Any) -> None:
+        if len(points):
+            variant_id = points[0].data()
+            self.select(variant_id)
+            self.variant_selected.emit(variant_id)
+
+
+class ComparePanel(QWidget):
+    """The Compare tab: the Pareto plot and its axis toggle."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        bar = QHBoxLayout()
+        bar.addWidget(QLabel("Accuracy against"))
+        self.axis = QComboBox()
+        self.axis.setObjectName("paretoAxis")
+        self.axis.addItem("latency", "latency")
+        self.axis.addItem("size", "size")
+        bar.addWidget(self.axis)
+        self.summary = QLabel("")
+        self.summary.setObjectName("paretoSummary")
+        bar.addStretch(1)
+        bar.addWidget(self.summary)
+        layout.addLayout(bar)
+        self.plot = ParetoPlot()
+        layout.addWidget(self.plot, 1)
+        self.axis.currentIndexChanged.connect(lambda _i: self._axis_changed())
+
+    def _axis_changed(self) -> None:
+        self.plot.set_axis(self.axis.currentData())
+        self._summarize()
+
+    def set_variants(self, variants: list[Any]) -> None:
+        self.plot.set_variants(variants)
+        self._summarize()
+
+    def _summarize(self) -> None:
+        n = len(self.plot.points)
+        self.summary.setText(f"{n} variants, {len(self.plot.front)} on the Pareto front (stars)" if n else "")
