@@ -10,9 +10,9 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from workbench_plugins._training import TrainLoop, TrainSettings, check_fits
 
 from workbench.plugin import InputError, Job, JobContext, Param
+from workbench_plugins._training import TrainLoop, TrainSettings, check_fits, check_launched
 
 
 class TrainJob(Job):
@@ -23,11 +23,11 @@ class TrainJob(Job):
 
     epochs: int = Param(10, min=1, max=10000, help="passes over the train split")
     batch_size: int = Param(32, min=1, max=65536, help="samples per step")
-    lr: float = Param(1e-3, min=0.0, max=1e6, help="learning rate")
+    lr: float = Param(2e-3, min=0.0, max=1e6, help="learning rate")
     optimizer: Literal["adam", "adamw", "sgd"] = Param("adam", help="optimizer")
     momentum: float = Param(0.9, min=0.0, max=1.0, help="SGD momentum (Nesterov when > 0)", advanced=True)
     weight_decay: float = Param(0.0, min=0.0, max=1.0, help="L2 penalty (decoupled for adamw)")
-    schedule: Literal["constant", "step", "cosine", "plateau"] = Param("constant", help="learning-rate schedule")
+    schedule: Literal["constant", "step", "cosine", "plateau"] = Param("cosine", help="learning-rate schedule")
     step_size: int = Param(5, min=1, max=10000, help="epochs between decays (step schedule)", advanced=True)
     gamma: float = Param(0.1, min=0.0, max=1.0, help="decay factor (step and plateau schedules)", advanced=True)
     label_smoothing: float = Param(0.0, min=0.0, max=0.99, help="cross-entropy label smoothing")
@@ -41,9 +41,16 @@ class TrainJob(Job):
     auto_batch: bool = Param(False, help="halve the batch size on out-of-memory and go on")
     augment: Literal["auto", "none", "affine"] = Param(
         "auto", help="random small rotations, scalings and shifts of images (auto: on for images of 16x16 and more)")
+    processes: int = Param(1, min=1, max=1024, help="data-parallel processes (torch.distributed: gloo on CPU, "
+                                                    "one per GPU with nccl); the batch size stays the global one")
+    strategy: Literal["ddp", "fsdp"] = Param("ddp", help="data parallelism with processes > 1: DDP replicates the "
+                                                         "model, FSDP2 shards it", advanced=True)
 
     def run(self, ctx: JobContext) -> nn.Module:
         model = ctx.model
+        check_launched(self.processes, ctx)
+        if self.resume and getattr(ctx, "distributed", None) is not None:
+            raise InputError("resume=true is not supported with processes > 1 (ranks do not checkpoint)")
         check_fits(model, ctx)
         frozen = apply_freeze(model, self.freeze)
         if frozen:
@@ -70,7 +77,7 @@ class TrainJob(Job):
             x = random_affine(x)
         if self.adversarial == "none":
             return F.cross_entropy(model(x), y, label_smoothing=self.label_smoothing)
-        x_adv = perturb(model, x, y, self.epsilon, steps=1 if self.adversarial == "fgsm" else 5)
+        x_adv = perturb(getattr(model, "module", model), x, y, self.epsilon, steps=1 if self.adversarial == "fgsm" else 5)
         clean = F.cross_entropy(model(x), y, label_smoothing=self.label_smoothing)
         return 0.5 * clean + 0.5 * F.cross_entropy(model(x_adv), y, label_smoothing=self.label_smoothing)
 
