@@ -6,8 +6,7 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
-from workbench.core.export import export_onnx
-from workbench.plugin import InputError, Job, JobContext, OnnxModel, Param, is_onnx
+from workbench.plugin import InputError, Job, JobContext, OnnxModel, Param, export_onnx, is_onnx
 
 
 class ExportJob(Job):
@@ -34,6 +33,9 @@ class ExportJob(Job):
                                  verify_batches=batches, atol=self.atol)
             ctx.result.update(path=str(result.path), exporter=result.exporter, opset=result.opset,
                               max_abs_diff=result.max_abs_diff, top1_agreement=result.top1_agreement)
+            if result.fallback_reason:
+                ctx.result["fallback_reason"] = result.fallback_reason
+                ctx.warn(f"export: the {self.exporter} exporter was not used ({result.fallback_reason})")
             ctx.info(f"exported with the {result.exporter} exporter (opset {result.opset}) to {result.path}; "
                      f"max abs difference {result.max_abs_diff:.2e}, top-1 agreement {result.top1_agreement:.4f}")
         ctx.progress(1, 2, "measuring")
@@ -47,8 +49,7 @@ class ExportJob(Job):
             if target.suffix.lower() != ".onnx":
                 raise InputError(f"export path {self.path!r} must end in .onnx")
         else:
-            session = getattr(ctx, "session", None)
-            folder = session.workspace.root / "exports" if session is not None else ctx.workdir
+            folder = ctx.workspace_dir / "exports" if ctx.workspace_dir is not None else ctx.workdir
             target = folder / f"{ctx.variant_id}.onnx"
         target.parent.mkdir(parents=True, exist_ok=True)
         return target

@@ -83,8 +83,7 @@ class TrainJob(Job):
 
     def _checkpoint_path(self, ctx: JobContext) -> Path:
         """Stable across runs of the same job on the same variant, so ``resume=true`` finds it."""
-        session = getattr(ctx, "session", None)
-        root = session.workspace.root / "checkpoints" if session is not None else ctx.workdir
+        root = ctx.workspace_dir / "checkpoints" if ctx.workspace_dir is not None else ctx.workdir
         key = {k: v for k, v in self.values.items() if k != "resume"}
         digest = hashlib.sha1(json.dumps([ctx.variant_id, key], sort_keys=True, default=str).encode()).hexdigest()
         return root / f"train-{ctx.variant_id}-{digest[:10]}.pt"

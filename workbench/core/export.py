@@ -27,6 +27,7 @@ class ExportResult:
     max_abs_diff: float
     top1_agreement: float
     size_bytes: int
+    fallback_reason: str = ""  # why the preferred exporter was not used ("" when it was)
 
 
 def _export_torchscript(model: nn.Module, example: torch.Tensor, path: str, opset: int) -> None:
@@ -72,9 +73,10 @@ def export_onnx(
 ) -> ExportResult:
     """Export ``model`` (CPU copy, eval mode) to ``path`` atomically, then check it against torch.
 
-    ``prefer`` picks the first exporter to try; the other is the fallback. The check runs onnx.checker, then
-    compares onnxruntime with torch on ``example`` (max abs difference <= ``atol``) and, over
-    ``verify_batches``, the top-1 agreement (>= ``min_agreement``). Any failure raises ``JobFailed``.
+    ``prefer`` picks the first exporter to try; the other is the fallback, used when the first fails to export
+    or its file does not match torch. The check runs onnx.checker, then compares onnxruntime with torch on
+    ``example`` (max abs difference <= ``atol``) and, over ``verify_batches``, the top-1 agreement
+    (>= ``min_agreement``). When no exporter passes, ``JobFailed`` says what each one did.
     """
     import onnx
 
@@ -87,27 +89,29 @@ def export_onnx(
     fd, tmp = tempfile.mkstemp(prefix=".export.", suffix=".onnx", dir=path.parent)
     os.close(fd)
     try:
-        used = ""
+        used, diff, agreement = "", float("inf"), 0.0
         for exporter in order:
             try:
                 (_export_dynamo if exporter == "dynamo" else _export_torchscript)(model, example, tmp, opset)
                 onnx.checker.check_model(tmp)
+            except Exception as exc:  # noqa: BLE001 - try the other exporter
+                text = str(exc).strip()
+                errors.append(f"{exporter}: {type(exc).__name__}: {text.splitlines()[0][:160] if text else ''}")
+                continue
+            diff, agreement = verify_onnx(model, tmp, [example] + list(verify_batches or []))
+            if diff <= atol and agreement >= min_agreement:
                 used = exporter
                 break
-            except Exception as exc:  # noqa: BLE001 - try the other exporter
-                errors.append(f"{exporter}: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''}")
+            errors.append(f"{exporter}: ONNX export does not match torch: max abs difference {diff:.3g} "
+                          f"(limit {atol:g}), top-1 agreement {agreement:.4f} (limit {min_agreement})")
         if not used:
             raise JobFailed("ONNX export failed (" + "; ".join(errors) + ")")
-        diff, agreement = verify_onnx(model, tmp, [example] + list(verify_batches or []))
-        if diff > atol or agreement < min_agreement:
-            raise JobFailed(f"ONNX export does not match torch: max abs difference {diff:.3g} (limit {atol:g}), "
-                            f"top-1 agreement {agreement:.4f} (limit {min_agreement})")
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     opset_used = opset if used == "torchscript" else max(opset, 18)
-    return ExportResult(path, used, opset_used, diff, agreement, path.stat().st_size)
+    return ExportResult(path, used, opset_used, diff, agreement, path.stat().st_size, "; ".join(errors))
 
 
 def verify_onnx(model: nn.Module, onnx_path: str | Path, batches: list[torch.Tensor]) -> tuple[float, float]:

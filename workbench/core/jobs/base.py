@@ -74,6 +74,7 @@ class JobContext:
         variant_id: str | None,
         seed: int = 0,
         bench_batch: int = 64,
+        workspace_dir: Path | None = None,
     ) -> None:
         self.run_id = run_id
         self.job_name = job_name
@@ -84,6 +85,7 @@ class JobContext:
         self.variant_id = variant_id
         self.seed = seed
         self.bench_batch = bench_batch
+        self.workspace_dir = workspace_dir
         self.result: dict[str, Any] = {}
         self.marks: list[str] = []
         self.history: list[tuple[int, dict[str, float]]] = []

@@ -101,7 +101,7 @@ class Session:
             run_id=handle.run_id, job_name=job_class.name, model=model, data=self.data, device=dev,
             workdir=workdir, emit=emit, cancel_event=handle.cancel_event, evaluate=evaluate,
             load_variant=lambda vid: self.load_variant(vid, device), variant_id=input_id, seed=seed,
-            bench_batch=self.bench_batch,
+            bench_batch=self.bench_batch, workspace_dir=self.workspace.root,
         )
         ctx.session = self  # type: ignore[attr-defined]
         return ctx
