@@ -2,6 +2,9 @@
 
 The loop is a plain PyTorch loop with the bookkeeping a practitioner expects (schedules, clipping, AMP, early
 stopping, checkpoints, non-finite loss detection); per step it adds only a cancel check and one metric event.
+Inside a data-parallel rank (``ctx.distributed``, set by ``workbench.core.distributed_worker``) the model is
+wrapped (DDP or FSDP2), each rank takes its DistributedSampler share of every global batch, and epoch metrics are
+reduced over the ranks, so every rank takes the same early-stopping and schedule decisions.
 """
 
 from __future__ import annotations
@@ -75,6 +78,13 @@ def check_fits(model: nn.Module, ctx: JobContext) -> None:
                          f"{ctx.data.info.num_classes} classes")
 
 
+def check_launched(processes: int, ctx: JobContext) -> None:
+    """``processes > 1`` is honoured by the runner's launching registry, which runs the job inside ranks."""
+    if processes > 1 and getattr(ctx, "distributed", None) is None:
+        raise InputError(f"processes={processes} needs the distributed launcher: run it from the app, or with "
+                         "workbench --batch (--nproc-per-node N)")
+
+
 def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
@@ -85,9 +95,16 @@ class TrainLoop:
     def __init__(self, ctx: JobContext, model: nn.Module, settings: TrainSettings, loss_fn: LossFn,
                  checkpoint: Path | None = None, extra_params: list[nn.Parameter] | None = None) -> None:
         self.ctx, self.model, self.s, self.loss_fn = ctx, model, settings, loss_fn
-        trainable = [p for p in model.parameters() if p.requires_grad] + list(extra_params or [])
-        if not trainable:
+        self.dist = getattr(ctx, "distributed", None)
+        self.extra = list(extra_params or [])
+        if not any(p.requires_grad for p in model.parameters()) and not self.extra:
             raise InputError("nothing to train: every parameter is frozen")
+        self.net = model  # what the loss runs: the model itself, or its DDP/FSDP wrapper in a rank
+        if self.dist is not None:
+            self.net = self.dist.wrap(model)  # before the optimizer: FSDP replaces the parameters
+            self.dist.broadcast(self.extra)
+            checkpoint = None  # ranks do not checkpoint: a distributed run is not resumable
+        trainable = [p for p in model.parameters() if p.requires_grad] + self.extra
         self.trainable = trainable
         self.optimizer = build_optimizer(trainable, settings)
         self.scheduler = build_scheduler(self.optimizer, settings)
@@ -141,14 +158,14 @@ class TrainLoop:
             try:
                 train_loss, seconds, samples = self._epoch(epoch)
             except RuntimeError as exc:
-                if s.auto_batch and _is_oom(exc) and self.batch_size > 1:
+                if s.auto_batch and _is_oom(exc) and self.batch_size > 1 and self.dist is None:
                     self.batch_size //= 2
                     if ctx.device.type == "cuda":
                         torch.cuda.empty_cache()
                     ctx.warn(f"out of memory: batch size halved to {self.batch_size}; epoch {epoch} restarts")
                     continue
                 raise
-            val = ctx.accuracy(self.model, "val")
+            val = ctx.accuracy(self.net, "val")
             lr = self.optimizer.param_groups[0]["lr"]
             ctx.log(step=self.global_step, epoch=epoch, train_loss=train_loss, val_loss=val.get("loss", math.nan),
                     val_accuracy=val.get("accuracy", math.nan), lr=lr, samples_per_s=samples / max(seconds, 1e-9))
@@ -166,7 +183,7 @@ class TrainLoop:
             epoch += 1
         if s.patience > 0 and self.best_state is not None:
             self.model.load_state_dict(self.best_state)
-        return self.model
+        return self.dist.unwrap(self.model) if self.dist is not None else self.model
 
     def _early_stop(self, val_loss: float) -> bool:
         if self.s.patience <= 0:
@@ -179,9 +196,12 @@ class TrainLoop:
         return self.stale >= self.s.patience
 
     def _epoch(self, epoch: int) -> tuple[float, float, int]:
-        ctx, model, s = self.ctx, self.model, self.s
-        model.train()
-        loader = ctx.data.loader("train", batch_size=self.batch_size, seed=ctx.seed + epoch)
+        ctx, s = self.ctx, self.s
+        self.net.train()
+        if self.dist is not None:
+            loader = self.dist.train_loader(ctx.data, self.batch_size, ctx.seed, epoch)
+        else:
+            loader = ctx.data.loader("train", batch_size=self.batch_size, seed=ctx.seed + epoch)
         total_batches = len(loader)
         loss_sum, count, start = 0.0, 0, time.perf_counter()
         device = ctx.device
@@ -191,15 +211,16 @@ class TrainLoop:
             self.optimizer.zero_grad(set_to_none=True)
             if self.amp_dtype is not None:
                 with torch.autocast("cuda", dtype=self.amp_dtype):
-                    loss = self.loss_fn(model, x, y)
+                    loss = self.loss_fn(self.net, x, y)
             else:
-                loss = self.loss_fn(model, x, y)
+                loss = self.loss_fn(self.net, x, y)
             value = loss.item()
             if not math.isfinite(value):
                 raise JobFailed(f"non-finite loss ({value}) at epoch {epoch}, step {i}: lower the learning rate "
                                 f"(lr={s.lr:g}) or enable grad_clip")
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
+                self._sync_extra()
                 if s.grad_clip > 0:
                     self.scaler.unscale_(self.optimizer)
                     torch.nn.utils.clip_grad_norm_(self.trainable, s.grad_clip)
@@ -207,6 +228,7 @@ class TrainLoop:
                 self.scaler.update()
             else:
                 loss.backward()
+                self._sync_extra()
                 if s.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(self.trainable, s.grad_clip)
                 self.optimizer.step()
@@ -217,4 +239,12 @@ class TrainLoop:
                 ctx.log(step=self.global_step, loss=value)
             ctx.progress((epoch - 1) * total_batches + i, s.epochs * total_batches,
                          text=f"epoch {epoch}/{s.epochs}")
+        if self.dist is not None:
+            loss_sum, total = self.dist.sum(loss_sum, count)
+            count = int(total)
         return loss_sum / max(count, 1), time.perf_counter() - start, count
+
+    def _sync_extra(self) -> None:
+        """Average the gradients of trainable parameters outside the wrapped model (DDP syncs the rest)."""
+        if self.dist is not None and self.extra:
+            self.dist.average_gradients(self.extra)
