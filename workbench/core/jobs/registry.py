@@ -87,6 +87,12 @@ class Registry:
                 job_class=job_class,
             )
 
+    def record_failure(self, name: str, target: str, origin: str, error: str, details: str = "") -> None:
+        """List a plugin that could not be loaded (a broken file in a development folder) as failed."""
+        with self._lock:
+            self.discover()
+            self._plugins[name] = PluginInfo(name, target, origin, "dev", origin, "failed", error, details)
+
     def unregister(self, job_name: str) -> None:
         with self._lock:
             self._plugins.pop(job_name, None)
