@@ -98,8 +98,9 @@ def test_story_train_second_job_cancel_failure_files(qtbot, window, tmp_path) ->
     find(w, QAbstractButton, "runButton").click()
     qtbot.waitUntil(lambda: "started" in w.log_view.toPlainText().splitlines()[-1], timeout=60_000)
     find(w, QAbstractButton, "cancelButton").click()
+    qtbot.waitUntil(lambda: "cancelled, no variant added" in w.log_view.toPlainText(), timeout=30_000)
     qtbot.waitUntil(lambda: not w.controller.busy(), timeout=30_000)
-    assert rows(w) == 3 and "cancelled, no variant added" in w.log_view.toPlainText()
+    assert rows(w) == 3
 
     # 4. a failing plugin job: a notification with details, the window stays
     pick(w, "test_explode")

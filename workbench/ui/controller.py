@@ -36,7 +36,12 @@ def _load_job_classes() -> dict[str, type]:
     from workbench.core.jobs.registry import registry
     from workbench.core.notifications import notify
 
+    from workbench.ui.plugin_manager import apply_saved_settings
+
+    for problem in apply_saved_settings():  # disabled jobs and development folders saved by the plugin manager
+        notify(problem, "warning", source="plugins")
     classes: dict[str, type] = {}
+    registry().load_all()  # records broken plugins as failed, so the plugin manager can show why
     for name in registry().job_names():
         try:
             classes[name] = registry().load(name)
@@ -115,6 +120,14 @@ class Controller(QObject):
     def load_jobs(self) -> None:
         if self._jobs_future is None:
             self._jobs_future = self.bridge.run_in_background(_load_job_classes, self._on_jobs_loaded)
+
+    def reload_jobs(self) -> None:
+        """After the plugin manager enabled, disabled or reloaded plugins: import the job list again."""
+        if self._jobs_future is not None and not self._jobs_future.done():
+            return
+        self._jobs_future = None
+        self._classes.clear()
+        self.load_jobs()
 
     def _on_jobs_loaded(self, classes: dict[str, type]) -> None:
         self._classes.update(classes)

@@ -114,7 +114,17 @@ class JobPanel(QWidget):
         self.run_button.setToolTip(f"Run {name} on the selected variant (Ctrl+R)")
 
     def _on_jobs_loaded(self, _classes: dict) -> None:
-        """The plugins are imported: select the default job unless the user picked one already."""
+        """The plugins are imported: sync the selector with the job list, select the default job unless the
+        user picked one already."""
+        wanted = list(self.controller.job_names()) + sorted(self.controller.failed_jobs)
+        for index in reversed(range(self.selector.count())):
+            name = self.selector.itemData(index)
+            if name not in wanted:
+                self._forms.pop(name, None)
+                self.selector.removeItem(index)
+        for name in wanted:
+            if self.selector.findData(name) < 0:
+                self.selector.addItem(name, name)
         model = self.selector.model()
         for name in self.controller.failed_jobs:
             index = self.selector.findData(name)

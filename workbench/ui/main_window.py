@@ -122,7 +122,15 @@ class MainWindow(QMainWindow):
         for dock in (self.variants_dock, self.job_dock, self.log_dock):
             view.addAction(dock.toggleViewAction())
         helpm = bar.addMenu("&Help")
+        self._action(helpm, "Plugins...", self.show_plugin_manager, None, "plugin_manager")
         self._action(helpm, "About Workbench", self._about)
+
+    def show_plugin_manager(self) -> None:
+        from workbench.ui.plugin_manager import PluginManagerDialog
+
+        dialog = PluginManagerDialog(self)
+        dialog.pluginsChanged.connect(self.controller.reload_jobs)
+        dialog.exec()
 
     def _connect(self) -> None:
         c = self.controller

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pyqtgraph as pg
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QWidget
 
-RESOURCES = Path(__file__).resolve().parents[2] / "resources"
+from workbench.paths import resources_dir
+
+RESOURCES = resources_dir()
 PLOT_COLORS = {"light": ("#FFFFFF", "#3A3F45"), "dark": ("#0D1117", "#C9D1D9")}
 THEMES = tuple(PLOT_COLORS)
 
