@@ -52,7 +52,7 @@ def load_folder(
                 with Image.open(file) as im:
                     im.load()
                     img = im.copy()
-            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
                 message = f"folder: cannot read image {file}: {exc}"
                 if not skip_bad:
                     raise InputError(message) from None

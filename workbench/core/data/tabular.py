@@ -17,6 +17,8 @@ from workbench.core.data.bundle import DataBundle, bundle_from_splits, label_map
 from workbench.core.data.specs import Options, need_path
 from workbench.core.errors import InputError
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 def read_text_file(path: Path, kind: str) -> str:
     """Read a file as strict UTF-8 (a leading BOM is dropped); bad bytes are reported with their offset."""
@@ -95,6 +97,9 @@ def load_csv(
                 ) from None
             if not math.isfinite(value):
                 raise InputError(f"csv: {file} line {line}, column {j + 1}: {cell.strip()!r} is not finite")
+            if abs(value) > FLOAT32_MAX:
+                raise InputError(f"csv: {file} line {line}, column {j + 1}: {cell.strip()!r} is too large "
+                                 "for float32")
             features[i, j] = value
         label = row[-1].strip()
         if not label:

@@ -196,6 +196,8 @@ class Session:
                 with torch.inference_mode():
                     if torch.equal(reloaded(batch), cpu_model(batch)):
                         return "safetensors"
+            except OSError:
+                raise  # the disk, not the model: falling back to torch.export would hide it
             except Exception:  # noqa: BLE001 - fall back to torch.export below
                 pass
             for name in ("model.safetensors", "recipe.json"):

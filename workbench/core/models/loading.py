@@ -11,7 +11,9 @@ import importlib.util
 import inspect
 import io
 import json
+import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -105,10 +107,15 @@ def load_variant_folder(folder: Path) -> Any:
 
 def load_pt2(path: Path) -> nn.Module:
     """A torch.export program (no pickle of code), as a runnable module."""
+    logger = logging.getLogger("torch.export")  # it logs a traceback for corrupt archives; we say one line
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
     try:
         program = torch.export.load(io.BytesIO(path.read_bytes()))
     except Exception as exc:  # noqa: BLE001 - corrupt archives raise many kinds
         raise InputError(f"{path}: not a readable torch.export (.pt2) file ({type(exc).__name__})") from None
+    finally:
+        logger.setLevel(level)
     return program.module()
 
 
@@ -139,13 +146,38 @@ def load_weights(model: nn.Module, path: Path) -> None:
 
 def _torch_load_safe(path: Path) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing: one line is ours
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - UnpicklingError and friends
         text = str(exc)
-        if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
+        if "Unsupported global" in text or "GLOBAL" in text or _pickle_imports_names(path):
             raise InputError(f"{path}: the file is a pickle that would run code or build objects when loaded; "
                              "refused (pass --trust only if you trust where it came from)") from None
         raise InputError(f"{path}: not a readable PyTorch file ({type(exc).__name__})") from None
+
+
+_CODE_OPCODES = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD"}
+
+
+def _pickle_imports_names(path: Path) -> bool:
+    """Whether the pickle (plain, or data.pkl of a torch zip) imports or calls anything, read without running it,
+    so a refused pickle and a merely corrupt file get different messages."""
+    import pickletools
+    import zipfile
+
+    try:
+        data = path.read_bytes()
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                data = archive.read(name) if name else b""
+        for opcode, _, _ in pickletools.genops(data):
+            if opcode.name in _CODE_OPCODES:
+                return True
+    except Exception:  # noqa: BLE001 - a corrupt stream: report what was seen before it broke
+        return False
+    return False
 
 
 def _load_pickle_file(path: Path, trust: bool) -> Any:

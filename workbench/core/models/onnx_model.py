@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -25,17 +26,65 @@ def ort_providers(device: torch.device | str) -> list[str]:
 
 
 def check_external_data(model_path: Path, proto: Any) -> None:
-    """Refuse external data that points outside the model's folder (CVE-2022-25882, CVE-2024-27318)."""
+    """Refuse external data that points outside the model's folder (CVE-2022-25882, CVE-2024-27318) through
+    ``..``, an absolute path or a symlink (resolved), or that declares more bytes than its file holds."""
     from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
     base = model_path.parent.resolve()
     for tensor in _get_all_tensors(proto):
         if not uses_external_data(tensor):
             continue
-        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        info = {e.key: e.value for e in tensor.external_data}
+        location = info.get("location", "")
         target = (base / location).resolve()
-        if os.path.isabs(location) or base not in target.parents:
+        if not location or os.path.isabs(location) or base not in target.parents:
             raise InputError(f"{model_path}: external data {location!r} points outside the model's folder")
+        if not target.is_file():
+            raise InputError(f"{model_path}: external data file {location!r} is missing")
+        try:
+            offset, length = int(info.get("offset", 0)), int(info.get("length", 0))
+        except ValueError:
+            raise InputError(f"{model_path}: tensor {tensor.name!r} has a bad external data offset or length") from None
+        available = target.stat().st_size - offset
+        needed = max(length, _declared_bytes(tensor))
+        if offset < 0 or length < 0 or needed > available:
+            raise InputError(f"{model_path}: tensor {tensor.name!r} declares {needed} bytes but {location!r} holds "
+                             f"{max(available, 0)} from offset {offset}")
+
+
+def check_declared_sizes(model_path: Path, proto: Any, limit: int = MAX_ONNX_BYTES) -> None:
+    """Refuse a graph whose statically known tensors (after shape inference) would exceed ``limit`` bytes, so an
+    absurd declared shape is an error on load, not an allocation at run time."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    except Exception:  # noqa: BLE001 - the checker already passed; inference is a best effort
+        return
+    graph = inferred.graph
+    for info in (*graph.input, *graph.value_info, *graph.output):
+        kind = info.type.tensor_type
+        if not kind.HasField("shape") or any(not d.HasField("dim_value") for d in kind.shape.dim):
+            continue
+        dims = [d.dim_value for d in kind.shape.dim]
+        size = math.prod(dims) * _itemsize(kind.elem_type)
+        if size > limit:
+            raise InputError(f"{model_path}: tensor {info.name!r} declares shape {dims} ({size} bytes), refused")
+
+
+def _itemsize(elem_type: int) -> int:
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    try:
+        return max(1, tensor_dtype_to_np_dtype(elem_type).itemsize)
+    except (KeyError, TypeError, ValueError):
+        return 1
+
+
+def _declared_bytes(tensor: Any) -> int:
+    if any(d < 0 for d in tensor.dims):
+        return 0  # the checker reports negative dimensions
+    return math.prod(tensor.dims) * _itemsize(tensor.data_type)
 
 
 class OnnxModel:
@@ -67,6 +116,7 @@ class OnnxModel:
         except Exception as exc:  # noqa: BLE001
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(f"{path}: invalid ONNX model ({first[:200]})") from None
+        check_declared_sizes(path, proto)
         model = cls(path)
         try:
             model.session()
