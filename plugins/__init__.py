@@ -8,4 +8,9 @@ BUILTIN_JOBS = {
     "train": "workbench_plugins.train:TrainJob",
     "evaluate": "workbench_plugins.evaluate:EvaluateJob",
     "export": "workbench_plugins.export:ExportJob",
+    "prune": "workbench_plugins.prune:PruneJob",
+    "prune_sensitivity": "workbench_plugins.prune_sensitivity:PruneSensitivityJob",
+    "quantize": "workbench_plugins.quantize:QuantizeJob",
+    "distill": "workbench_plugins.distill:DistillJob",
+    "fuse": "workbench_plugins.fuse:FuseJob",
 }
