@@ -20,6 +20,10 @@ from typing import Literal
 from workbench.core.errors import Cancelled, InputError, JobFailed
 from workbench.core.jobs.base import Job, JobContext
 from workbench.core.jobs.params import Param
+from workbench.core.export import ExportResult, export_onnx
 from workbench.core.models.onnx_model import OnnxModel, is_onnx
 
-__all__ = ["Cancelled", "InputError", "Job", "JobContext", "JobFailed", "Literal", "OnnxModel", "Param", "is_onnx"]
+__all__ = [
+    "Cancelled", "ExportResult", "InputError", "Job", "JobContext", "JobFailed", "Literal", "OnnxModel", "Param",
+    "export_onnx", "is_onnx",
+]

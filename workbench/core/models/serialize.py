@@ -49,18 +49,30 @@ def module_shapes(model: nn.Module) -> dict[str, dict[str, Any]]:
                 continue
             if isinstance(value, int) or (isinstance(value, tuple) and all(isinstance(v, int) for v in value)):
                 attrs[attr] = list(value) if isinstance(value, tuple) else value
+        if name and isinstance(module, nn.Identity):
+            attrs["identity"] = True  # a layer removed by a job (e.g. a BatchNorm folded into its conv)
         if attrs:
             out[name] = attrs
     return out
 
 
 def _apply_shapes(model: nn.Module, shapes: dict[str, dict[str, Any]], state: dict[str, torch.Tensor]) -> None:
+    for name, attrs in shapes.items():
+        if attrs.get("identity") and name:
+            try:
+                if not isinstance(model.get_submodule(name), nn.Identity):
+                    parent, _, leaf = name.rpartition(".")
+                    setattr(model.get_submodule(parent) if parent else model, leaf, nn.Identity())
+            except AttributeError:
+                pass
     modules = dict(model.named_modules())
     for name, attrs in shapes.items():
         module = modules.get(name)
         if module is None:
             continue
         for attr, value in attrs.items():
+            if attr == "identity":
+                continue
             current = getattr(module, attr, None)
             new = tuple(value) if isinstance(value, list) else value
             if current != new:
@@ -74,7 +86,9 @@ def _apply_shapes(model: nn.Module, shapes: dict[str, dict[str, Any]], state: di
         if owner is None:
             continue
         current = getattr(owner, leaf, None)
-        if isinstance(current, torch.Tensor) and current.shape != tensor.shape:
+        if current is None and leaf in owner._parameters:  # e.g. a conv bias added by BatchNorm folding
+            owner.register_parameter(leaf, nn.Parameter(torch.empty(tensor.shape, dtype=tensor.dtype)))
+        elif isinstance(current, torch.Tensor) and current.shape != tensor.shape:
             empty = torch.empty(tensor.shape, dtype=tensor.dtype)
             if isinstance(current, nn.Parameter):
                 setattr(owner, leaf, nn.Parameter(empty, requires_grad=current.requires_grad))
@@ -101,7 +115,12 @@ def save_exported(model: nn.Module, folder: Path, example: torch.Tensor) -> str:
     """Fallback for models without a recipe: a torch.export program, loadable without unpickling code."""
     import io
 
-    program = torch.export.export(model.eval().cpu(), (example.cpu(),), strict=False)
+    model = model.eval().cpu()
+    try:  # a dynamic batch dimension, so the reloaded program runs on any batch size
+        program = torch.export.export(model, (example.cpu(),), strict=False,
+                                      dynamic_shapes=({0: torch.export.Dim.AUTO},))
+    except Exception:  # noqa: BLE001 - models that need a fixed batch are exported as they are
+        program = torch.export.export(model, (example.cpu(),), strict=False)
     buffer = io.BytesIO()
     torch.export.save(program, buffer)
     atomic_write_bytes(folder / "model.pt2", buffer.getvalue())
