@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="random seed (deterministic on CPU)")
     p.add_argument("--bench-batch", type=int, help="batch size for latency measurements (default 64)")
     p.add_argument("--nproc-per-node", type=int, default=1, help="data-parallel training processes")
+    p.add_argument("--nnodes", type=int, default=1, help="nodes of a multi-node data-parallel run (torchrun)")
+    p.add_argument("--node-rank", type=int, default=0, help="this node's rank in a multi-node run (0 = writes)")
+    p.add_argument("--master-addr", help="address of node 0 in a multi-node run (default 127.0.0.1)")
+    p.add_argument("--master-port", type=int, help="a free port on node 0 in a multi-node run (default 29500)")
     p.add_argument("--trust", action="store_true", help="allow unpickling a full-model .pt/.pth (runs its code)")
     p.add_argument("--json", action="store_true", help="print the final report as JSON on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bars or table")
@@ -50,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plugin-path", action="append", default=[], metavar="DIR",
                    help="also load plugins from this development folder")
     p.add_argument("--workspace", help="open the app on this workspace folder")
+    p.add_argument("--smoke-test", action="store_true",
+                   help="check the install: open the window offscreen, train the demo one epoch, exit 0")
     return p
 
 
@@ -97,6 +103,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         path = scaffold_plugin(args.new_plugin, Path(args.dir))
         print(f"wrote {path}; install it with: pip install -e {path}")
         return 0
+    if args.smoke_test:
+        import importlib
+
+        return importlib.import_module("workbench.smoke").run_smoke_test()  # imports Qt, like _app
     if args.batch:
         return _batch(args)
     return _app(args)
@@ -130,7 +140,7 @@ def _batch(args: argparse.Namespace) -> int:
         pipe.steps = [parse_job_flag(j) for j in args.job]
     if pipe.model is None and not (pipe.out and Path(pipe.out, "workspace.sqlite").exists()):
         raise InputError("--batch needs --model (or an existing workspace in --out)")
-    if args.nproc_per_node > 1:
+    if args.nproc_per_node > 1 or args.nnodes > 1:
         from workbench.core.distributed import run_distributed_batch
 
         return run_distributed_batch(pipe, args)

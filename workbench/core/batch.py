@@ -97,7 +97,9 @@ class ConsoleObserver:
                                  text={"ok": "done", "failed": "[red]failed[/red]"}.get(status, status))
 
 
-def run_batch(pipe: Pipeline, *, trust: bool = False, as_json: bool = False, quiet: bool = False) -> int:
+def run_batch(pipe: Pipeline, *, trust: bool = False, as_json: bool = False, quiet: bool = False,
+              plugins: Any = None) -> int:
+    """``plugins``: the registry jobs are loaded from (``core.distributed`` passes one that launches ranks)."""
     from workbench.core.jobs.runner import JobRequest, Runner
     from workbench.core.report import write_report
 
@@ -105,7 +107,11 @@ def run_batch(pipe: Pipeline, *, trust: bool = False, as_json: bool = False, qui
         raise InputError("no job to run: give --job NAME[:k=v,...] or a --pipeline file")
     validate_steps(pipe.steps)
     session, current = open_session(pipe, trust=trust)
-    runner = Runner(session)
+    if plugins is None:
+        from workbench.core.distributed import launching_registry
+
+        plugins = launching_registry()  # a step with processes > 1 runs its ranks through torchrun
+    runner = Runner(session, plugins=plugins)
     header = {"model": pipe.model or current, "dataset": pipe.dataset, "device": session.resolve_device(pipe.device),
               "workspace": str(session.workspace.root), "seed": pipe.seed}
     steps: list[dict[str, Any]] = []

@@ -1,0 +1,299 @@
+"""Data-parallel jobs through torch.distributed: the launching side.
+
+A job that declares a ``processes`` parameter (``train``, ``distill``) runs with ``processes > 1`` as ranks
+started by torch's elastic launcher (``python -m torch.distributed.run``) in a subprocess: each rank is
+``workbench.core.distributed_worker``. The launching process stays the one that owns the workspace: rank 0
+streams its events back as JSON lines (replayed here through ``ctx.log``/``ctx.progress``, so live plots and
+progress bars work unchanged) and writes the trained model to a scratch folder; this process then measures and
+saves it through the normal runner path, so exactly one new variant appears and only on success. Cancelling the
+job stops the launcher's whole process group (all ranks); a failing rank fails the job with that rank's error.
+
+Use ``launching_registry()`` as a Runner's ``plugins`` to enable it (the CLI's ``--nproc-per-node`` does).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workbench.core.distributed_worker import ERRORS_DIR, EVENTS_FILE, MODEL_DIR, RESULT_FILE
+from workbench.core.errors import Cancelled, InputError, JobFailed
+
+
+@dataclass
+class LaunchOptions:
+    """torchrun's topology flags; ``nproc_per_node`` is the default for steps that do not set ``processes``."""
+
+    nproc_per_node: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+    launch_single: bool = False  # launch even one process (checks the nccl path on a one-GPU machine)
+
+    def check(self) -> None:
+        if self.nproc_per_node < 1 or self.nnodes < 1:
+            raise InputError("--nproc-per-node and --nnodes must be at least 1")
+        if not 0 <= self.node_rank < self.nnodes:
+            raise InputError(f"--node-rank {self.node_rank} must be in 0..{self.nnodes - 1}")
+        if not 0 < self.master_port < 65536:
+            raise InputError(f"--master-port {self.master_port}: not a port number")
+
+
+def supports_processes(job_class: type) -> bool:
+    return "processes" in job_class.params()
+
+
+# launching the ranks --------------------------------------------------------------------------------------------
+def launch_ranks(spec: dict[str, Any], nproc: int, options: LaunchOptions, out: Path,
+                 on_event: Callable[[dict[str, Any]], None] | None = None,
+                 cancelled: Callable[[], bool] | None = None, poll: float = 0.1) -> dict[str, Any]:
+    """Run ``spec`` on ``nproc`` ranks of this node (and ``options.nnodes`` nodes); returns rank 0's result.
+
+    Blocks until the ranks finish; rank 0's events are passed to ``on_event`` as they arrive. Raises
+    ``Cancelled`` (after stopping every rank) when ``cancelled()`` turns true, and InputError/JobFailed with the
+    first failing rank's error.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    spec = dict(spec, out=str(out))
+    spec_file = out / "spec.json"
+    spec_file.write_text(json.dumps(spec, default=str))
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--max-restarts=0"]
+    if options.nnodes == 1:
+        cmd += ["--nnodes=1", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{_free_port()}"]
+    else:
+        cmd += [f"--nnodes={options.nnodes}", f"--node-rank={options.node_rank}",
+                f"--master-addr={options.master_addr}", f"--master-port={options.master_port}"]
+    cmd += ["-m", "workbench.core.distributed_worker", str(spec_file)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(nproc, 1))))
+    log_path = out / "launcher.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        tail = _Tail(out / EVENTS_FILE)
+        try:
+            while proc.poll() is None:
+                if cancelled is not None and cancelled():
+                    _stop(proc)
+                    raise Cancelled("cancelled by the user")
+                _deliver(tail.read(), on_event)
+                time.sleep(poll)
+        except BaseException:
+            if proc.poll() is None:
+                _stop(proc)
+            raise
+        _deliver(tail.read(), on_event)
+    if proc.returncode != 0:
+        raise _rank_error(out, log_path, proc.returncode)
+    result_file = out / RESULT_FILE
+    if options.node_rank == 0 and not result_file.exists():
+        raise JobFailed(f"the ranks finished but rank 0 wrote no result (see {log_path})")
+    return json.loads(result_file.read_text()) if result_file.exists() else {}
+
+
+class _Tail:
+    """Complete lines appended to a file since the last read."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset, self.partial = path, 0, b""
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            chunk = f.read()
+        self.offset += len(chunk)
+        *lines, self.partial = (self.partial + chunk).split(b"\n")
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def _deliver(events: list[dict[str, Any]], on_event: Callable[[dict[str, Any]], None] | None) -> None:
+    if on_event is not None:
+        for event in events:
+            on_event(event)
+
+
+def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM the launcher's process group (torchrun and every rank it started), SIGKILL if it lingers."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _rank_error(out: Path, log_path: Path, returncode: int) -> Exception:
+    """The first failing rank's error (others only report the broken connection that followed)."""
+    records = []
+    for path in (out / ERRORS_DIR).glob("rank-*.json"):
+        try:
+            records.append(json.loads(path.read_text()))
+        except ValueError:
+            continue
+    if not records:
+        lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+        last = lines[-1] if lines else f"exit code {returncode}"
+        return JobFailed(f"the distributed launcher failed: {last[:300]}")
+    first = min(records, key=lambda r: (r["kind"] == "error", r["time"]))
+    message = f"rank {first['rank']}: {first['message']}"
+    return InputError(message) if first["kind"] == "input" else JobFailed(message)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# a job run from the runner --------------------------------------------------------------------------------------
+def job_spec(job: Any, ctx: Any) -> dict[str, Any]:
+    """What every rank needs to rebuild the job: its name and values, the data, the input variant, the seed."""
+    from workbench.core.jobs.devplugins import loaded_folders
+
+    session = getattr(ctx, "session", None)
+    return {
+        "job": job.name, "params": job.values, "variant": ctx.variant_id,
+        "variants_dir": str(session.workspace.variants_dir) if session is not None else None,
+        "dataset": ctx.data.info.spec, "seed": ctx.seed, "device": ctx.device.type,
+        "strategy": job.values.get("strategy", "ddp"), "bench_batch": ctx.bench_batch,
+        "plugin_paths": [str(p) for p in loaded_folders()],
+    }
+
+
+def run_job_distributed(job: Any, ctx: Any, options: LaunchOptions) -> Any:
+    """Run ``job`` on ``job.processes`` ranks; replay rank 0's events on ``ctx``; return the trained model."""
+    from workbench.core.models.serialize import load_torch_model
+
+    nproc = int(job.values["processes"])
+    if ctx.device.type == "cuda":
+        import torch
+
+        if nproc > torch.cuda.device_count():
+            raise InputError(f"processes={nproc} but this node has {torch.cuda.device_count()} CUDA device(s): "
+                             "one process per GPU (use --device cpu for gloo on the CPU)")
+    out = Path(ctx.workdir) / "ranks"
+    ctx.info(f"{job.name}: data-parallel over {nproc * options.nnodes} processes "
+             f"({'nccl' if ctx.device.type == 'cuda' else 'gloo'}, {job.values.get('strategy', 'ddp')})")
+    result = launch_ranks(job_spec(job, ctx), nproc, options, out, on_event=_replayer(ctx),
+                          cancelled=lambda: ctx.cancelled)
+    ctx.result.update(result.get("result", {}))
+    for mark in result.get("marks", []):
+        ctx.mark(mark)
+    if not result.get("model"):
+        return None
+    return load_torch_model(out / MODEL_DIR).to(ctx.device)
+
+
+def _replayer(ctx: Any) -> Callable[[dict[str, Any]], None]:
+    def replay(event: dict[str, Any]) -> None:
+        kind, data = event["kind"], event["data"]
+        if kind == "metric":
+            ctx.log(step=data["step"], **data["metrics"])
+        elif kind == "progress":
+            ctx.progress(data["done"], data["total"], text=data.get("text", ""))
+        elif kind == "log":
+            (ctx.warn if data.get("level") == "warning" else ctx.info)(data["message"])
+
+    return replay
+
+
+class LaunchingRegistry:
+    """A plugin registry whose jobs with ``processes > 1`` run through the launcher; otherwise the same registry."""
+
+    def __init__(self, base: Any = None, options: LaunchOptions | None = None) -> None:
+        from workbench.core.jobs.registry import registry
+
+        self.base = base or registry()
+        self.options = options or LaunchOptions()
+        self._proxies: dict[type, type] = {}
+
+    def load(self, job_name: str) -> type:
+        job_class = self.base.load(job_name)
+        if not supports_processes(job_class):
+            return job_class
+        if job_class not in self._proxies:
+            options = self.options
+
+            def run(self: Any, ctx: Any) -> Any:
+                if int(self.values["processes"]) > 1 or options.nnodes > 1 or options.launch_single:
+                    return run_job_distributed(self, ctx, options)
+                return job_class.run(self, ctx)
+
+            self._proxies[job_class] = type(job_class.__name__, (job_class,),
+                                            {"run": run, "__module__": job_class.__module__,
+                                             "__doc__": job_class.__doc__})
+        return self._proxies[job_class]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.base, name)
+
+
+def launching_registry(options: LaunchOptions | None = None) -> LaunchingRegistry:
+    """The registry to give a Runner so that ``processes > 1`` launches ranks (the app's runner should use it)."""
+    return LaunchingRegistry(options=options)
+
+
+# the command line -----------------------------------------------------------------------------------------------
+def options_from_args(args: Any) -> LaunchOptions:
+    options = LaunchOptions(
+        nproc_per_node=args.nproc_per_node, nnodes=getattr(args, "nnodes", 1) or 1,
+        node_rank=getattr(args, "node_rank", 0) or 0,
+        master_addr=getattr(args, "master_addr", None) or "127.0.0.1",
+        master_port=getattr(args, "master_port", None) or 29500,
+    )
+    options.check()
+    return options
+
+
+def run_distributed_batch(pipe: Any, args: Any) -> int:
+    """``--batch --nproc-per-node N``: steps that can run data-parallel get ``processes=N`` unless they set it."""
+    from workbench.core.batch import run_batch
+    from workbench.core.jobs.registry import registry
+
+    options = options_from_args(args)
+    parallel = []
+    for step in pipe.steps:
+        if supports_processes(registry().load(step.job)):
+            step.params.setdefault("processes", options.nproc_per_node)
+            parallel.append(step)
+    if not parallel:
+        names = ", ".join(s.job for s in pipe.steps) or "none"
+        raise InputError(f"--nproc-per-node: none of the steps ({names}) can run data-parallel (train, distill do)")
+    if options.node_rank > 0:
+        return _follow(pipe, parallel, options, quiet=args.quiet or args.json)
+    return run_batch(pipe, trust=args.trust, as_json=args.json, quiet=args.quiet, plugins=launching_registry(options))
+
+
+def _follow(pipe: Any, steps: list[Any], options: LaunchOptions, quiet: bool) -> int:
+    """A node other than 0: start this node's ranks for each data-parallel step; node 0 owns the workspace."""
+    import tempfile
+
+    from workbench.core.jobs.registry import registry
+    from workbench.core.jobs.session import resolve_device
+
+    for index, step in enumerate(steps):
+        job = registry().load(step.job)(**step.params)
+        spec = {"job": job.name, "params": job.values, "variant": None, "variants_dir": None,
+                "dataset": pipe.dataset, "seed": pipe.seed, "device": resolve_device(pipe.device),
+                "strategy": job.values.get("strategy", "ddp"), "bench_batch": pipe.bench_batch, "plugin_paths": []}
+        with tempfile.TemporaryDirectory(prefix="wb-node-") as tmp:
+            if not quiet:
+                print(f"node {options.node_rank}: step {index + 1}/{len(steps)} {job.name}: starting "
+                      f"{job.values['processes']} ranks", file=sys.stderr)
+            launch_ranks(spec, int(job.values["processes"]), options, Path(tmp))
+    return 0
