@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
-from workbench.plugin import InputError, Job, JobContext, Param, is_onnx
+from workbench.plugin import InputError, JobContext, Param, is_onnx
 from workbench_plugins._distillation import FeatureHints, kd_loss, parse_hints, teacher_logits
-from workbench_plugins._training import TrainLoop, TrainSettings, check_fits, check_launched
+from workbench_plugins._training import TrainingJob, TrainLoop, check_fits, check_launched, random_affine
 
 
 class _DistillLoop(TrainLoop):
@@ -23,7 +23,7 @@ class _DistillLoop(TrainLoop):
         return out
 
 
-class DistillJob(Job):
+class DistillJob(TrainingJob):
     name = "distill"
     title = "Distill"
     description = ("Train a small student on the teacher's softened outputs (and optionally its features); "
@@ -31,27 +31,13 @@ class DistillJob(Job):
 
     student: str = Param("zoo:seed_cnn:width=0.25", help="the student: a zoo spec (zoo:NAME:k=v) or a variant id")
     teachers: list[str] = Param([], help="teacher variant ids (default: the input variant; several = ensemble)")
-    temperature: float = Param(4.0, min=0.05, max=100.0, help="softmax temperature T of the soft targets")
-    alpha: float = Param(0.9, min=0.0, max=1.0, help="weight of the soft-target loss (1 - alpha for labels)")
+    temperature: float = Param(2.0, min=0.05, max=100.0, help="softmax temperature T of the soft targets")
+    alpha: float = Param(0.5, min=0.0, max=1.0, help="weight of the soft-target loss (1 - alpha for labels)")
     hints: list[str] = Param([], help="feature distillation pairs student_layer:teacher_layer")
     hint_weight: float = Param(1.0, min=0.0, max=1e4, help="weight of the feature-hint loss", advanced=True)
-    epochs: int = Param(10, min=1, max=10000, help="passes over the train split")
-    batch_size: int = Param(32, min=1, max=65536, help="samples per step")
+    # a small student gains most from many small steps on soft targets (see docs/DISTILL_FUSE.md)
+    batch_size: int = Param(8, min=1, max=65536, help="samples per step")
     lr: float = Param(1e-2, min=0.0, max=1e6, help="learning rate (higher than train's: soft targets are smooth)")
-    optimizer: Literal["adam", "adamw", "sgd"] = Param("adam", help="optimizer")
-    momentum: float = Param(0.9, min=0.0, max=1.0, help="SGD momentum (Nesterov when > 0)", advanced=True)
-    weight_decay: float = Param(0.0, min=0.0, max=1.0, help="L2 penalty (decoupled for adamw)")
-    schedule: Literal["constant", "step", "cosine", "plateau"] = Param("constant", help="learning-rate schedule")
-    step_size: int = Param(5, min=1, max=10000, help="epochs between decays (step schedule)", advanced=True)
-    gamma: float = Param(0.1, min=0.0, max=1.0, help="decay factor (step and plateau schedules)", advanced=True)
-    patience: int = Param(0, min=0, max=1000, help="early stopping: epochs without validation improvement (0 = off)")
-    grad_clip: float = Param(0.0, min=0.0, max=1e6, help="clip the gradient norm to this (0 = off)")
-    amp: Literal["off", "bf16", "fp16"] = Param("off", help="mixed precision on CUDA")
-    auto_batch: bool = Param(False, help="halve the batch size on out-of-memory and go on")
-    processes: int = Param(1, min=1, max=1024, help="data-parallel processes (torch.distributed: gloo on CPU, "
-                                                    "one per GPU with nccl); the batch size stays the global one")
-    strategy: Literal["ddp", "fsdp"] = Param("ddp", help="data parallelism with processes > 1: DDP replicates the "
-                                                         "model, FSDP2 shards it", advanced=True)
 
     def run(self, ctx: JobContext) -> nn.Module:
         check_launched(self.processes, ctx)
@@ -73,16 +59,16 @@ class DistillJob(Job):
         ctx.info(f"teacher validation accuracy {teacher_val:.4f}")
 
         def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            if augment:  # the teacher sees the same augmented batch: it labels new views of the data
+                x = random_affine(x)
             target = teacher_logits(teachers, x)
             loss = kd_loss(model(x), target, y, self.temperature, self.alpha)
             if hints is not None and self.hint_weight > 0:
                 loss = loss + self.hint_weight * hints.loss()
             return loss
 
-        settings = TrainSettings(
-            self.epochs, self.batch_size, self.lr, self.optimizer, self.momentum, self.weight_decay,
-            self.schedule, self.step_size, self.gamma, self.patience, self.grad_clip, self.amp, self.auto_batch,
-        )
+        settings = self.settings()
+        augment = self.wants_augment(ctx)
         extra = list(hints.adapters.parameters()) if hints is not None else None
         loop = _DistillLoop(ctx, student, settings, loss_fn, extra_params=extra)
         loop.teacher_val_accuracy = teacher_val

@@ -189,11 +189,12 @@ class Controller(QObject):
         self.bridge.run_in_background(work, lambda _v: self.refresh(), self._on_session_error)
 
     def _on_session(self, session: Any) -> None:
+        from workbench.core.distributed import launching_registry
         from workbench.core.jobs.runner import Runner
 
         self.opening = False
         self.session = session
-        self.runner = Runner(session)
+        self.runner = Runner(session, plugins=launching_registry())  # processes > 1 launches data-parallel ranks
         self._unsubscribe = self.runner.bus.subscribe(self.bridge.push_event)
         self.session_ready.emit(session)
         self.refresh()
