@@ -36,3 +36,30 @@ fuzz: $(STAMP)
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
+
+# Packaging (packaging/README.md): the wheel and the PyInstaller one-folder bundle in dist/, rebuilt only when a
+# source changed. build and pyinstaller are installed here, not in the dev extra, to keep `make test` setup fast.
+PKG_SOURCES := pyproject.toml $(shell find workbench plugins resources packaging/pyinstaller -type f \
+                 -not -path '*/__pycache__/*' -not -name '*.pyc' 2>/dev/null)
+PKG_TOOLS   := $(VENV)/.packaging-tools
+WHEEL_STAMP := dist/.wheel-built
+BUNDLE_EXE  := dist/workbench/workbench
+
+$(PKG_TOOLS): $(STAMP)
+	$(PY) -m pip install -q build pyinstaller
+	@touch $@
+
+$(WHEEL_STAMP): $(PKG_TOOLS) $(PKG_SOURCES) README.md
+	rm -f dist/workbench_nn-*.whl
+	$(PY) -m build --wheel --outdir dist .
+	@touch $@
+
+$(BUNDLE_EXE): $(PKG_TOOLS) $(PKG_SOURCES)
+	$(VENV)/bin/pyinstaller --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller \
+		packaging/pyinstaller/workbench.spec
+	@touch $@
+
+package: $(WHEEL_STAMP) $(BUNDLE_EXE)
+
+package-test: package
+	PYTHON=$(PYTHON) bash packaging/package_test.sh
