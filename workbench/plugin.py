@@ -18,9 +18,9 @@ A plugin is a ``Job`` subclass registered through the ``workbench.plugins`` entr
 from typing import Literal
 
 from workbench.core.errors import Cancelled, InputError, JobFailed
+from workbench.core.export import ExportResult, export_onnx
 from workbench.core.jobs.base import Job, JobContext
 from workbench.core.jobs.params import Param
-from workbench.core.export import ExportResult, export_onnx
 from workbench.core.models.onnx_model import OnnxModel, is_onnx
 
 __all__ = [

@@ -35,7 +35,6 @@ def _load_job_classes() -> dict[str, type]:
     """Import every enabled job (this imports torch); a broken plugin is reported, not fatal."""
     from workbench.core.jobs.registry import registry
     from workbench.core.notifications import notify
-
     from workbench.ui.plugin_manager import apply_saved_settings
 
     for problem in apply_saved_settings():  # disabled jobs and development folders saved by the plugin manager
