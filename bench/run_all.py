@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SKIP = {"run_all.py", "screenshots.py", "graph_screenshot.py"}
+SKIP = {"run_all.py", "screenshots.py", "graph_screenshot.py", "graph_diff_screenshot.py"}
 GPU_SECTION = "## GPU"
 
 

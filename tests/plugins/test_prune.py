@@ -11,42 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench.core.data import load_dataset
-from workbench.core.jobs.runner import JobRequest, Runner, RunOutcome
-from workbench.core.jobs.session import Session
+from tests.plugins.helpers import Bench
+from workbench.core.jobs.runner import JobRequest
 from workbench.core.models import OnnxModel, load_model
 from workbench.core.models.loading import load_variant_folder
-from workbench.core.workspace import Workspace
 
 IMAGES = "synthetic:kind=image,n=96,classes=4,shape=3x8x8"
 SMALL_GREY = "synthetic:kind=image,n=96,classes=4,shape=1x12x12"  # the smallest lenet5 takes
-
-
-class Bench:
-    """A workspace + runner on one dataset, for driving jobs exactly as the CLI does."""
-
-    def __init__(self, root: Path, dataset: str) -> None:
-        self.data = load_dataset(dataset, seed=0)
-        self.session = Session(Workspace(root), self.data, seed=0)
-        self.runner = Runner(self.session)
-
-    def add(self, spec: str) -> str:
-        return self.session.add_root(load_model(spec, self.data.info), spec).id
-
-    def run(self, job: str, variant: str, **params: object) -> RunOutcome:
-        return self.runner.run(JobRequest(job, dict(params), variant, "cpu", 0))
-
-    def ok(self, job: str, variant: str, **params: object) -> RunOutcome:
-        outcome = self.run(job, variant, **params)
-        assert outcome.status == "ok", outcome.error
-        return outcome
-
-    def folder(self, variant: str) -> Path:
-        return self.session.workspace.variant(variant).path
-
-    def close(self) -> None:
-        self.runner.shutdown()
-        self.session.workspace.close()
 
 
 @pytest.fixture

@@ -9,35 +9,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench.core.data import load_dataset
+from tests.plugins.helpers import Bench
 from workbench.core.errors import InputError
-from workbench.core.jobs.runner import JobRequest, Runner, RunOutcome
-from workbench.core.jobs.session import Session
-from workbench.core.models import load_model
-from workbench.core.workspace import Workspace
 from workbench_plugins._pruning import greedy_allocation, removed_channels
 
 
-class Trained:
+class Trained(Bench):
     """seed_cnn (half width) trained for 3 epochs on digits, in a workspace with a runner."""
 
     def __init__(self, root: Path) -> None:
-        self.data = load_dataset("digits", seed=0)
-        self.session = Session(Workspace(root), self.data, seed=0)
-        self.runner = Runner(self.session)
-        spec = "zoo:seed_cnn:width=0.5"
+        super().__init__(root, "digits")
         torch.manual_seed(0)  # the initial weights, so the trained model does not depend on the tests run before
-        start = self.session.add_root(load_model(spec, self.data.info), spec).id
-        self.variant = self.ok("train", start, epochs=3).variant
+        self.variant = self.ok("train", self.add("zoo:seed_cnn:width=0.5"), epochs=3).variant
         self.accuracy = self.session.workspace.variant(self.variant).metrics["accuracy"]
-
-    def run(self, job: str, variant: str, **params: object) -> RunOutcome:
-        return self.runner.run(JobRequest(job, dict(params), variant, "cpu", 0))
-
-    def ok(self, job: str, variant: str, **params: object) -> RunOutcome:
-        outcome = self.run(job, variant, **params)
-        assert outcome.status == "ok", outcome.error
-        return outcome
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +29,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
     t = Trained(tmp_path_factory.mktemp("sensitivity"))
     assert t.accuracy > 0.6
     yield t
-    t.runner.shutdown()
-    t.session.workspace.close()
+    t.close()
 
 
 LAYERS = {"features.0": 16, "features.3": 32, "features.6": 32, "fc.0": 32}

@@ -3,43 +3,22 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import torch
-import torch.nn.functional as F
 
+from tests.plugins.helpers import job_context, train_briefly
 from workbench.core.data import load_dataset
 from workbench.core.measure import evaluate_accuracy
 from workbench.core.models.loading import load_model
-from workbench.plugin import InputError, JobContext, JobFailed, OnnxModel
+from workbench.plugin import InputError, JobFailed, OnnxModel
 from workbench_plugins import _quant_ort
 from workbench_plugins.quantize import QuantizeJob
 
 DATA = "synthetic:kind=image,shape=1x12x12,n=480,classes=4"
-
-
-def train_briefly(model: torch.nn.Module, data, epochs: int = 3, lr: float = 3e-3) -> torch.nn.Module:
-    """A few epochs of Adam: enough for a model whose int8 accuracy means something."""
-    torch.manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(epochs):
-        for x, y in data.loader("train", shuffle=True):
-            opt.zero_grad()
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
-    return model.eval()
-
-
-def make_ctx(model, data, workdir: Path, bench_batch: int = 32) -> JobContext:
-    return JobContext(run_id=1, job_name="quantize", model=model, data=data, device=torch.device("cpu"),
-                      workdir=workdir, emit=lambda event: None, cancel_event=threading.Event(),
-                      evaluate=lambda m, split="test": {}, load_variant=None, variant_id="v0001",
-                      bench_batch=bench_batch)
 
 
 def accuracy_of(model, data) -> float:
@@ -62,7 +41,7 @@ def _op_types(path: Path) -> set[str]:
 
 
 def test_auto_measures_candidates_and_keeps_the_fastest_within_budget(cnn, data, tmp_path):
-    ctx = make_ctx(cnn, data, tmp_path)
+    ctx = job_context(cnn, data, tmp_path)
     out = QuantizeJob().run(ctx)
     assert isinstance(out, OnnxModel) and out.path.is_file()
     res = ctx.result
@@ -100,7 +79,7 @@ def _fake_latency(slow_int8: bool):
 
 def test_slower_int8_is_said_and_marked(cnn, data, tmp_path, monkeypatch):
     monkeypatch.setattr(_quant_ort, "latency_ms", _fake_latency(slow_int8=True))
-    ctx = make_ctx(cnn, data, tmp_path)
+    ctx = job_context(cnn, data, tmp_path)
     out = QuantizeJob(format="qdq", per_channel="on", sensitivity=False).run(ctx)
     assert out.path.is_file()
     assert "slower than fp32" in ctx.marks
@@ -111,12 +90,12 @@ def test_require_speedup_fails_instead(cnn, data, tmp_path, monkeypatch):
     monkeypatch.setattr(_quant_ort, "latency_ms", _fake_latency(slow_int8=True))
     with pytest.raises(JobFailed, match="slower"):
         QuantizeJob(format="qdq", per_channel="on", sensitivity=False, require_speedup=True).run(
-            make_ctx(cnn, data, tmp_path))
+            job_context(cnn, data, tmp_path))
 
 
 def test_faster_int8_is_not_marked(cnn, data, tmp_path, monkeypatch):
     monkeypatch.setattr(_quant_ort, "latency_ms", _fake_latency(slow_int8=False))
-    ctx = make_ctx(cnn, data, tmp_path)
+    ctx = job_context(cnn, data, tmp_path)
     QuantizeJob(format="qoperator", activation_type="uint8", per_channel="off", sensitivity=False).run(ctx)
     assert ctx.marks == [] and ctx.result["speedup"] == pytest.approx(2.0)
     assert [r["candidate"] for r in ctx.result["candidates"]] == ["qoperator au8/ws8"]
@@ -127,7 +106,7 @@ def test_explicit_format_and_onnx_input(cnn, data, tmp_path):
 
     x = data.example_batch(16)
     fp32 = export_onnx(cnn, x[:2], tmp_path / "in.onnx", verify_batches=[x]).path
-    ctx = make_ctx(OnnxModel(fp32), data, tmp_path / "w")
+    ctx = job_context(OnnxModel(fp32), data, tmp_path / "w")
     (tmp_path / "w").mkdir()
     out = QuantizeJob(format="qoperator", activation_type="uint8", per_channel="off", sensitivity=False).run(ctx)
     assert "QLinearConv" in _op_types(out.path) and "QuantizeLinear" in _op_types(out.path)
@@ -135,10 +114,10 @@ def test_explicit_format_and_onnx_input(cnn, data, tmp_path):
 
 
 def test_exclude_by_hand_keeps_nodes_float(cnn, data, tmp_path):
-    ctx = make_ctx(cnn, data, tmp_path)
+    ctx = job_context(cnn, data, tmp_path)
     pre, _ = _quant_ort.preprocess(QuantizeJob()._fp32_onnx(ctx, tmp_path), tmp_path / "p.onnx")
     convs = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Conv"]
-    ctx2 = make_ctx(cnn, data, tmp_path / "w")
+    ctx2 = job_context(cnn, data, tmp_path / "w")
     (tmp_path / "w").mkdir()
     out = QuantizeJob(format="qoperator", activation_type="uint8", per_channel="off", exclude=[convs[0]],
                       sensitivity=False).run(ctx2)
@@ -147,12 +126,12 @@ def test_exclude_by_hand_keeps_nodes_float(cnn, data, tmp_path):
     assert any(n.op_type == "QLinearConv" for n in graph.node)
     assert ctx2.result["excluded"] == [convs[0]]
     with pytest.raises(InputError, match="no node named"):
-        QuantizeJob(exclude=["nope"]).run(make_ctx(cnn, data, tmp_path / "w"))
+        QuantizeJob(exclude=["nope"]).run(job_context(cnn, data, tmp_path / "w"))
 
 
 def test_exclude_auto_keeps_worst_nodes_float_until_target(cnn, data, tmp_path, monkeypatch):
     """A stand-in accuracy that only recovers once some quantization is removed drives the auto loop."""
-    ctx = make_ctx(cnn, data, tmp_path)
+    ctx = job_context(cnn, data, tmp_path)
     first: list[int] = []
 
     def accuracy(model, split="val"):
@@ -175,7 +154,7 @@ def test_exclude_auto_keeps_worst_nodes_float_until_target(cnn, data, tmp_path, 
 
 
 def test_accuracy_budget_unmet_fails(cnn, data, tmp_path, monkeypatch):
-    ctx = make_ctx(cnn, data, tmp_path)
+    ctx = job_context(cnn, data, tmp_path)
     monkeypatch.setattr(ctx, "accuracy", lambda m, split="val": {
         "accuracy": 0.5 if "cand" in Path(m.path).name else 0.9})
     with pytest.raises(JobFailed, match="no int8 candidate stays within"):
@@ -183,7 +162,7 @@ def test_accuracy_budget_unmet_fails(cnn, data, tmp_path, monkeypatch):
 
 
 def test_torch_backend_fp16_and_bf16(cnn, data, tmp_path):
-    ctx = make_ctx(cnn, data, tmp_path)
+    ctx = job_context(cnn, data, tmp_path)
     out = QuantizeJob(backend="torch", dtype="fp16").run(ctx)
     model = onnx.load(str(out.path))
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
@@ -192,9 +171,9 @@ def test_torch_backend_fp16_and_bf16(cnn, data, tmp_path):
     np.testing.assert_allclose(out(x).numpy(), cnn(x).detach().numpy(), atol=5e-2)
     assert "fp16" in ctx.result["note"] and ctx.marks
     with pytest.raises(InputError, match="bf16"):
-        QuantizeJob(backend="torch", dtype="bf16").run(make_ctx(cnn, data, tmp_path))
+        QuantizeJob(backend="torch", dtype="bf16").run(job_context(cnn, data, tmp_path))
     with pytest.raises(InputError, match="backend=torch"):
-        QuantizeJob(dtype="fp16").run(make_ctx(cnn, data, tmp_path))
+        QuantizeJob(dtype="fp16").run(job_context(cnn, data, tmp_path))
 
 
 def test_candidates_for_auto_are_few_and_skip_known_slow_pairing():

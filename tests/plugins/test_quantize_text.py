@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import threading
-
 import onnx
 import pytest
 import torch
-import torch.nn.functional as F
 
+from tests.plugins.helpers import job_context, train_briefly
 from workbench.core.data import load_dataset
 from workbench.core.measure import evaluate_accuracy
 from workbench.core.models.loading import load_model
-from workbench.plugin import InputError, JobContext, export_onnx
+from workbench.plugin import InputError, export_onnx
 from workbench_plugins.quantize import QuantizeJob
 
 
@@ -23,21 +21,7 @@ def text():
 
 def _trained(spec: str, data, epochs: int = 4) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = load_model(spec, data.info)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(epochs):
-        for x, y in data.loader("train", shuffle=True):
-            opt.zero_grad()
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
-    return model.eval()
-
-
-def _ctx(model, data, workdir) -> JobContext:
-    return JobContext(run_id=1, job_name="quantize", model=model, data=data, device=torch.device("cpu"),
-                      workdir=workdir, emit=lambda e: None, cancel_event=threading.Event(),
-                      evaluate=lambda m, split="test": {}, load_variant=None, variant_id="v0001", bench_batch=32)
+    return train_briefly(load_model(spec, data.info), data, epochs=epochs)
 
 
 @pytest.mark.parametrize("spec", ["zoo:lstm_classifier:width=0.5", "zoo:transformer_encoder:width=0.5"])
@@ -45,7 +29,7 @@ def test_text_models_quantize_dynamically_within_a_point(spec, text, tmp_path):
     model = _trained(spec, text)
     fp32_acc = evaluate_accuracy(model, text, "test")["accuracy"]
     assert fp32_acc > 0.6
-    ctx = _ctx(model, text, tmp_path)
+    ctx = job_context(model, text, tmp_path)
     out = QuantizeJob().run(ctx)
     assert ctx.result["mode"] == "dynamic"
     assert all(r.get("candidate", "").startswith("dynamic") for r in ctx.result["candidates"])
@@ -58,7 +42,7 @@ def test_text_models_quantize_dynamically_within_a_point(spec, text, tmp_path):
 
 def test_torch_backend_dynamic_int8_says_how(text, tmp_path):
     model = _trained("zoo:lstm_classifier:width=0.5", text, epochs=1)
-    ctx = _ctx(model, text, tmp_path)
+    ctx = job_context(model, text, tmp_path)
     out = QuantizeJob(backend="torch").run(ctx)
     assert "onnxruntime" in ctx.result["note_backend"] and "deprecated" in ctx.result["note_backend"]
     ops = {n.op_type for n in onnx.load(str(out.path)).graph.node}
@@ -73,4 +57,4 @@ def test_torch_backend_int8_needs_linear_or_lstm(tmp_path):
     from workbench.plugin import OnnxModel
 
     with pytest.raises(InputError, match="Linear/LSTM"):
-        QuantizeJob(backend="torch").run(_ctx(OnnxModel(path), data, tmp_path))
+        QuantizeJob(backend="torch").run(job_context(OnnxModel(path), data, tmp_path))

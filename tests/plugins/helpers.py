@@ -1,0 +1,64 @@
+"""Helpers shared by the plugin tests: a quick training loop, a bare JobContext, and a workspace bench."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from workbench.core.data import load_dataset
+from workbench.core.jobs.runner import JobRequest, Runner, RunOutcome
+from workbench.core.jobs.session import Session
+from workbench.core.models import load_model
+from workbench.core.workspace import Workspace
+from workbench.plugin import JobContext
+
+
+def train_briefly(model: torch.nn.Module, data, epochs: int = 3, lr: float = 3e-3) -> torch.nn.Module:
+    """A few epochs of Adam, seeded: enough for a model whose accuracy after a job means something."""
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        for x, y in data.loader("train", shuffle=True):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+    return model.eval()
+
+
+def job_context(model, data, workdir: Path, job_name: str = "quantize", bench_batch: int = 32) -> JobContext:
+    """A context for calling ``Job.run`` directly, without a runner or a workspace."""
+    return JobContext(run_id=1, job_name=job_name, model=model, data=data, device=torch.device("cpu"),
+                      workdir=workdir, emit=lambda event: None, cancel_event=threading.Event(),
+                      evaluate=lambda m, split="test": {}, load_variant=None, variant_id="v0001",
+                      bench_batch=bench_batch)
+
+
+class Bench:
+    """A workspace + runner on one dataset, for driving jobs exactly as the CLI does."""
+
+    def __init__(self, root: Path, dataset: str) -> None:
+        self.data = load_dataset(dataset, seed=0)
+        self.session = Session(Workspace(root), self.data, seed=0)
+        self.runner = Runner(self.session)
+
+    def add(self, spec: str) -> str:
+        return self.session.add_root(load_model(spec, self.data.info), spec).id
+
+    def run(self, job: str, variant: str, **params: object) -> RunOutcome:
+        return self.runner.run(JobRequest(job, dict(params), variant, "cpu", 0))
+
+    def ok(self, job: str, variant: str, **params: object) -> RunOutcome:
+        outcome = self.run(job, variant, **params)
+        assert outcome.status == "ok", outcome.error
+        return outcome
+
+    def folder(self, variant: str) -> Path:
+        return self.session.workspace.variant(variant).path
+
+    def close(self) -> None:
+        self.runner.shutdown()
+        self.session.workspace.close()
