@@ -26,7 +26,7 @@ def create_main_window(workspace: str | Path | None = None, model: str | None = 
     from workbench.ui.main_window import MainWindow
 
     ensure_app()
-    sys.setswitchinterval(0.001)  # hand the GIL back to the GUI thread often while a job trains
+    sys.setswitchinterval(0.0002)  # hand the GIL back to the GUI thread often while a job trains
     controller = Controller(trust=trust, device=device)
     window = MainWindow(controller)
     install_excepthooks()

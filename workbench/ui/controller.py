@@ -46,6 +46,12 @@ def _load_job_classes() -> dict[str, type]:
             classes[name] = registry().load(name)
         except Exception as exc:  # noqa: BLE001 - a plugin may fail to import in any way
             notify(f"plugin {name} is disabled: {exc}", "warning", source="plugins")
+    try:
+        from workbench.core.warmup import warm_up
+
+        warm_up()  # the first job's lazy imports, now rather than on the worker thread mid-job
+    except Exception as exc:  # noqa: BLE001 - only a speed-up; a job would import the same things itself
+        notify(f"warm-up skipped: {exc}", "info", source="app")
     return classes
 
 
@@ -57,7 +63,8 @@ def _limit_torch_threads() -> None:
     torch.set_num_threads(max(1, min(torch.get_num_threads(), cores - 1)))
 
 
-def _open_session(workspace: Path, model: str | None, dataset: str | None, trust: bool, device: str) -> Any:
+def _open_session(workspace: Path, model: str | None, dataset: str | None, trust: bool, device: str,
+                  before_measuring: Any = None) -> Any:
     from workbench.core.data import load_dataset
     from workbench.core.jobs.session import Session, resolve_device
     from workbench.core.models import load_model
@@ -73,7 +80,12 @@ def _open_session(workspace: Path, model: str | None, dataset: str | None, trust
     session.dataset_spec = dataset  # type: ignore[attr-defined]
     session.device = resolve_device(device)  # type: ignore[attr-defined]
     if model:
+        from workbench.core.jobs.session import seed_everything
+
+        seed_everything(0)  # the same initial weights every time a zoo model is opened
         root = load_model(model, data.info, trust=trust)
+        if before_measuring is not None:
+            before_measuring()  # let start-up imports finish: they would skew the root's latency
         session.add_root(root, model, session.device)  # type: ignore[attr-defined]
     elif not existing:
         from workbench.core.errors import InputError
@@ -86,6 +98,7 @@ class Controller(QObject):
     """Owns the session and the runner; turns runner events into Qt signals (via the bridge)."""
 
     jobs_loaded = Signal(dict)          # job name -> Job class
+    model_opening = Signal(str)         # a model spec being opened (the graph view previews files)
     session_opening = Signal(str)       # a line for the status bar
     session_ready = Signal(object)      # the Session
     session_failed = Signal(str, str)   # message, details
@@ -167,8 +180,19 @@ class Controller(QObject):
         self.opening = True
         what = model or Path(workspace).name
         self.session_opening.emit(f"loading {what} ...")
+        if model:
+            self.model_opening.emit(model)
+        jobs = self._jobs_future
+
+        def settle() -> None:
+            if jobs is not None:
+                try:
+                    jobs.result(timeout=120)
+                except Exception:  # noqa: BLE001 - reported by the jobs task itself
+                    pass
+
         self.bridge.run_in_background(
-            lambda: _open_session(Path(workspace), model, dataset, self.trust, self.device),
+            lambda: _open_session(Path(workspace), model, dataset, self.trust, self.device, settle),
             self._on_session, self._on_session_error)
 
     def add_model(self, model: str) -> None:

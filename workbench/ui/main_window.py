@@ -5,6 +5,7 @@ It only wires widgets to the ``Controller``; anything slow happens on worker thr
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings, Qt
@@ -135,6 +136,7 @@ class MainWindow(QMainWindow):
     def _connect(self) -> None:
         c = self.controller
         c.session_opening.connect(self._on_opening)
+        c.model_opening.connect(self._preview_graph)
         c.session_ready.connect(self._on_session)
         c.session_failed.connect(self._on_session_failed)
         c.variants_changed.connect(self._on_variants)
@@ -194,6 +196,23 @@ class MainWindow(QMainWindow):
         self.job_panel.set_input(variant_id)
         self._show_graph(variant_id)
 
+    def _preview_graph(self, spec: str) -> None:
+        """An ONNX file (or a variant folder) shows its graph at once: it needs no dataset, and it still shows
+        when the model turns out not to fit the dataset."""
+        path = Path(spec)
+        onnx_file = path / "model.onnx" if path.is_dir() else path
+        if onnx_file.suffix.lower() != ".onnx" or not onnx_file.is_file():
+            return
+        self._preview_source = spec
+        self.tabs.setCurrentWidget(self.graph_view)
+
+        def build() -> Any:  # runs on the graph view's worker thread
+            from workbench.core.graph import graph_from_onnx
+
+            return graph_from_onnx(onnx_file)
+
+        self.graph_view.load_graph_async(build)
+
     def _show_graph(self, variant_id: str | None) -> None:
         """Build the variant's graph off the GUI thread, only when the Graph tab is shown (it competes with a
         training job for the CPU otherwise)."""
@@ -206,6 +225,8 @@ class MainWindow(QMainWindow):
         variant = next((v for v in self.variants if v.id == variant_id), None)
         if variant is None:
             return
+        if variant.job == "load" and variant.source == getattr(self, "_preview_source", None):
+            return  # the preview already shows this model
 
         def build() -> Any:  # runs on the graph view's worker thread
             from workbench.core.graph import graph_from_onnx, graph_from_torch

@@ -64,6 +64,7 @@ class MetricsPlot(pg.GraphicsLayoutWidget):
             plot.addLegend(offset=(-8, 8), labelTextSize="8pt")
             plot.setClipToView(True)
             plot.setDownsampling(mode="peak")
+            plot.disableAutoRange()  # ranges grow in steps (see _fit): the axes repaint only when they change
             self.plots[key] = plot
         self.plots["lr"].setLogMode(y=False)
         self.series: dict[str, _Series] = {}
@@ -79,6 +80,7 @@ class MetricsPlot(pg.GraphicsLayoutWidget):
         if key not in self.plots:
             plot = self.addPlot(row=2, col=0, colspan=2, title="Other")
             plot.showGrid(x=True, y=True, alpha=0.25)
+            plot.disableAutoRange()
             plot.addLegend(offset=(-8, 8), labelTextSize="8pt")
             self.plots[key] = plot
         return self.plots[key]
@@ -95,6 +97,7 @@ class MetricsPlot(pg.GraphicsLayoutWidget):
         self.run_id, self.job = run_id, job
         for key, plot in self.plots.items():
             plot.setTitle(f"{self.titles.get(key, 'Other')} · {job} #{run_id}")
+            plot._wb_fitted = False
 
     def on_event(self, event: Any) -> None:
         if event.kind == "started":
@@ -111,6 +114,7 @@ class MetricsPlot(pg.GraphicsLayoutWidget):
 
     def redraw(self) -> None:
         """Update the changed curves (the timer calls it at 10 Hz)."""
+        changed: set[Any] = set()
         for name, s in self.series.items():
             if not s.dirty:
                 continue
@@ -122,6 +126,27 @@ class MetricsPlot(pg.GraphicsLayoutWidget):
                 s.item = plot.plot(name=name, pen=pg.mkPen(color, width=1), symbol=symbol, symbolSize=5,
                                    symbolBrush=color, symbolPen=None)
             s.item.setData(s.x[: s.n], s.y[: s.n])
+            changed.add(s.plot)
+        for plot in changed:
+            self._fit(plot)
+
+    def _fit(self, plot: pg.PlotItem) -> None:
+        """Grow the view in steps (x to 1.5x the last step, y by a fifth of its span) rather than auto-ranging on
+        every redraw: re-laying out the axes is most of a redraw's cost, and it holds the GUI thread."""
+        shown = [s for s in self.series.values() if s.plot is plot and s.n]
+        if not shown:
+            return
+        x_hi = max(float(s.x[s.n - 1]) for s in shown)
+        y_lo = min(float(np.min(s.y[: s.n])) for s in shown)
+        y_hi = max(float(np.max(s.y[: s.n])) for s in shown)
+        (vx_lo, vx_hi), (vy_lo, vy_hi) = plot.viewRange()
+        fresh = getattr(plot, "_wb_fitted", False) is False
+        if fresh or x_hi >= 0.95 * vx_hi:
+            plot.setXRange(0, max(x_hi * 1.5, 1.0), padding=0)
+        if fresh or y_lo < vy_lo or y_hi > vy_hi:
+            span = max(y_hi - y_lo, abs(y_hi) * 0.1, 1e-9)
+            plot.setYRange(y_lo - 0.2 * span, y_hi + 0.2 * span, padding=0)
+        plot._wb_fitted = True
 
     def point_count(self) -> int:
         return sum(s.n for s in self.series.values())
