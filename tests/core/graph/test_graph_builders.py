@@ -199,3 +199,18 @@ def test_transformer_layer_counts_match_onnx():
     gt, go = graph_from_torch(model, x), graph_from_onnx(to_onnx(model, x))
     assert layer_counts(gt) == layer_counts(go) == {"conv": 0, "linear": 10, "pooling": 0, "activation": 2}
     assert gt.params == go.params == sum(p.numel() for p in model.parameters())
+
+
+def test_zoo_resnet18_layer_counts_match_onnx():
+    from workbench.core.models import build_zoo_model
+
+    torch.manual_seed(0)
+    model = build_zoo_model("resnet18", (1, 28, 28), 10, {"width": 0.125}).eval()
+    x = torch.randn(1, 1, 28, 28)
+    gt, go = graph_from_torch(model, x), graph_from_onnx(to_onnx(model, x))
+    counts = layer_counts(gt)
+    assert counts == layer_counts(go)
+    assert counts["conv"] == 20 and counts["linear"] == 1  # 1 stem + 16 block convs + 3 shortcuts; classifier
+    weights = sum(p.numel() for name, p in model.named_parameters() if "bn" not in name and "shortcut.1" not in name)
+    assert go.params <= gt.params == sum(p.numel() for p in model.parameters())
+    assert go.params >= weights  # ONNX folds BatchNorm into the convolutions: their weights, plus conv biases
