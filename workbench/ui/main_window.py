@@ -20,6 +20,7 @@ from workbench.ui.log_view import LogView
 from workbench.ui.metrics_plot import MetricsPlot
 from workbench.ui.notifications import NotificationArea
 from workbench.ui.pareto_plot import ComparePanel
+from workbench.ui.result_view import ResultView
 from workbench.ui.status_bar import StatusBar
 from workbench.ui.theme import THEMES, app_icon, apply_theme, configure_plots
 from workbench.ui.variants_table import VariantsTable
@@ -66,6 +67,8 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.graph_view, "Graph")
         self.tabs.addTab(self.metrics_plot, "Metrics")
         self.tabs.addTab(self.compare, "Compare")
+        self.result_view = ResultView()
+        self.tabs.addTab(self.result_view, "Details")
         self.setCentralWidget(self.tabs)
         self.variants_table = VariantsTable()
         self.job_panel = JobPanel(self.controller)
@@ -194,6 +197,7 @@ class MainWindow(QMainWindow):
         self.variants_table.select(variant_id, emit=False)
         self.pareto_plot.select(variant_id)
         self.job_panel.set_input(variant_id)
+        self.result_view.show_variant(next((v for v in self.variants if v.id == variant_id), None))
         self._show_graph(variant_id)
 
     def _preview_graph(self, spec: str) -> None:

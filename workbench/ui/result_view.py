@@ -1,0 +1,72 @@
+"""The Details tab: what the job that made the selected variant found, not just its metrics.
+
+Jobs put their findings in ``ctx.result``: quantize's candidate formats with their latency and accuracy, the
+per-layer pruning sensitivity, notes such as "slower than fp32". Lists of records become tables, a mapping of
+mappings (layer -> ratio -> accuracy) becomes a table with one row per layer, and the rest key: value lines.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from PySide6.QtWidgets import QLabel, QScrollArea, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=str)[:200]
+    return str(value)
+
+
+def _table(rows: list[dict[str, Any]], first: str | None = None) -> QTableWidget:
+    columns = ([first] if first is not None else []) + sorted({k for r in rows for k in r if k != first},
+                                                 key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
+    table = QTableWidget(len(rows), len(columns))
+    table.setHorizontalHeaderLabels(columns)
+    for i, row in enumerate(rows):
+        for j, key in enumerate(columns):
+            table.setItem(i, j, QTableWidgetItem(_text(row.get(key, ""))))
+    table.resizeColumnsToContents()
+    table.setMinimumHeight(min(60 + 24 * len(rows), 320))
+    table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+    return table
+
+
+class ResultView(QScrollArea):
+    """objectName ``resultView``."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("resultView")
+        self.setWidgetResizable(True)
+        self.show_variant(None)
+
+    def show_variant(self, variant: Any) -> None:
+        body = QWidget()
+        layout = QVBoxLayout(body)
+        if variant is None:
+            layout.addWidget(QLabel("Select a variant to see what its job found."))
+        else:
+            head = f"<b>{variant.id}</b> · {variant.job} of {variant.parent or '-'}"
+            if variant.marks:
+                head += " · <span style='color:#c0392b'>" + "; ".join(variant.marks) + "</span>"
+            layout.addWidget(QLabel(head))
+            params = ", ".join(f"{k}={_text(v)}" for k, v in variant.params.items())
+            layout.addWidget(QLabel(f"<small>{params}</small>", wordWrap=True))
+            for key, value in (variant.result or {}).items():
+                self._add_entry(layout, key, value)
+        layout.addStretch(1)
+        self.setWidget(body)
+
+    def _add_entry(self, layout: QVBoxLayout, key: str, value: Any) -> None:
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            layout.addWidget(QLabel(f"<b>{key}</b>"))
+            layout.addWidget(_table(value))
+        elif isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            layout.addWidget(QLabel(f"<b>{key}</b>"))
+            layout.addWidget(_table([{"": name, **inner} for name, inner in value.items()], first=""))
+        else:
+            layout.addWidget(QLabel(f"<b>{key}</b>: {_text(value)}", wordWrap=True))
