@@ -106,7 +106,7 @@ class FuseJob(Job):
         own = ctx.variant_id or "input"
         ids = list(dict.fromkeys(([own] if self.include_input else []) + list(self.values["with"])))
         if len(ids) < 2:
-            raise InputError(f"fuse:method={self.method} needs at least two models: give with=vXXXX,vYYYY")
+            raise InputError(f"fuse:method={self.method} needs at least two models: give with=v0003,v0004")
         models = [ctx.model if vid == own else ctx.variant(vid) for vid in ids]
         for model, vid in zip(models, ids):
             if not isinstance(model, nn.Module):
