@@ -41,7 +41,7 @@ def our_loop(model_spec: str, dataset: str, epochs: int, batch_size: int, seed: 
         session, root = open_session(Pipeline(model=model_spec, dataset=dataset, seed=seed, device="cpu", out=tmp))
         runner = Runner(session)
         params = {"epochs": epochs, "batch_size": batch_size, "augment": "none"}
-        outcome = runner.run(JobRequest("train", params, root, "cpu", seed))
+        outcome = runner.run(JobRequest("train", params, root, "cpu", seed), inline=True)  # as batch mode does
         runner.shutdown()
         session.workspace.close()
     if outcome.status != "ok":

@@ -62,3 +62,12 @@ class Bench:
     def close(self) -> None:
         self.runner.shutdown()
         self.session.workspace.close()
+
+
+def trained_variant(make_session, runner_for, model: str, **train_params: object):
+    """A session whose root ``model`` was trained once; returns (session, runner, trained variant id)."""
+    session, root = make_session(model=model)
+    runner = runner_for(session)
+    out = runner.run(JobRequest("train", dict(train_params), root, "cpu", 0))
+    assert out.status == "ok", out.error
+    return session, runner, out.variant

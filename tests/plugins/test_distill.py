@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.plugins.helpers import trained_variant
 from workbench.core.jobs.runner import JobRequest
 from workbench.core.models.loading import load_variant_folder
 from workbench_plugins._distillation import kd_loss, parse_hints
@@ -15,11 +16,7 @@ STUDENT = "zoo:mlp:hidden=8,depth=1"
 @pytest.fixture
 def trained(make_session, runner_for):
     """A session with a trained MLP teacher; returns (session, runner, teacher id)."""
-    session, root = make_session(model=TEACHER)
-    runner = runner_for(session)
-    out = runner.run(JobRequest("train", {"epochs": 4, "lr": 0.005}, root, "cpu", 0))
-    assert out.status == "ok", out.error
-    return session, runner, out.variant
+    return trained_variant(make_session, runner_for, TEACHER, epochs=4, lr=0.005)
 
 
 def test_kd_loss_reduces_to_cross_entropy_and_vanishes_on_equal_logits():

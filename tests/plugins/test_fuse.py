@@ -4,6 +4,7 @@ import onnx
 import pytest
 import torch
 
+from tests.plugins.helpers import trained_variant
 from workbench.core.jobs.runner import JobRequest
 from workbench.core.models.loading import load_variant_folder
 from workbench_plugins._fusion import count_batchnorm, fold_batchnorm, soup
@@ -27,11 +28,7 @@ def _outputs(model, session, n=32):
 
 @pytest.fixture
 def trained(make_session, runner_for):
-    session, root = make_session(model=RESNET)
-    runner = runner_for(session)
-    out = runner.run(JobRequest("train", {"epochs": 1, "lr": 0.01}, root, "cpu", 0))
-    assert out.status == "ok", out.error
-    return session, runner, out.variant
+    return trained_variant(make_session, runner_for, RESNET, epochs=1, lr=0.01)
 
 
 def test_conv_bn_folds_every_batchnorm_and_reloads_trainable(trained):

@@ -22,3 +22,11 @@ def test_result_records_and_curves_become_tables(qtbot):
     assert tables[1].item(0, 0).text() == "features.0" and tables[1].columnCount() == 3
     text = " ".join(label.text() for label in view.widget().findChildren(QLabel))
     assert "slower than fp32" in text and "no int8 candidate beats fp32 here" in text
+
+
+def test_a_job_without_a_variant_shows_its_findings(qtbot):
+    view = ResultView()
+    qtbot.addWidget(view)
+    view.show_result("prune_sensitivity #3 on v0002", {"sensitivity": {"features.0": {"0.5": 0.8}}, "allocation": 0.5})
+    assert view.widget().findChildren(QTableWidget)[0].item(0, 0).text() == "features.0"
+    assert any("prune_sensitivity #3" in label.text() for label in view.widget().findChildren(QLabel))

@@ -122,7 +122,7 @@ def run_batch(pipe: Pipeline, *, trust: bool = False, as_json: bool = False, qui
     try:
         with observer:
             for index, step in enumerate(pipe.steps):
-                outcome = runner.run(JobRequest(step.job, step.params, current, pipe.device, pipe.seed))
+                outcome = runner.run(JobRequest(step.job, step.params, current, pipe.device, pipe.seed), inline=True)
                 record: dict[str, Any] = {
                     "job": step.job, "params": outcome.params, "variant": outcome.variant, "parent": current,
                     "status": outcome.status, "seconds": round(outcome.seconds, 3), "metrics": outcome.metrics,

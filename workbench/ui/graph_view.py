@@ -113,6 +113,16 @@ class GraphView(QGraphicsView):
         self._collapsed = {g for g in graph.groups if g in self._collapsed}
         self._rebuild()
 
+    def set_heat_by_name(self, values: dict[str, float]) -> int:
+        """Colour nodes by a 0..1 value keyed by layer name (e.g. per-layer pruning sensitivity, where names are
+        module paths such as ``features.0``); returns how many nodes matched."""
+        if self.graph is None:
+            return 0
+        heat = {n.id: float(values[n.name]) for n in self.graph.nodes if n.name in values}
+        if heat and heat != self.heat:
+            self.set_graph(self.graph, self.diff, heat)
+        return len(heat)
+
     def load_graph_async(self, builder: Callable[[], Graph]) -> None:
         """Run a (slow) graph builder, e.g. torch.export or ONNX parsing, off the GUI thread."""
         self._gen += 1

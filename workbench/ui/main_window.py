@@ -151,6 +151,8 @@ class MainWindow(QMainWindow):
         self.pareto_plot.variant_selected.connect(self.select_variant)
         self.graph_view.load_failed.connect(lambda msg: self.notifications.notify(f"graph: {msg}", "warning"))
         self.tabs.currentChanged.connect(lambda _i: self._show_graph(self.selected))
+        self._heat: dict[str, dict[str, float]] = {}
+        self.graph_view.graph_shown.connect(lambda _n: self._apply_heat())
 
     # behaviour ------------------------------------------------------------------------------------------------
     def set_theme(self, theme: str) -> None:
@@ -199,6 +201,11 @@ class MainWindow(QMainWindow):
         self.job_panel.set_input(variant_id)
         self.result_view.show_variant(next((v for v in self.variants if v.id == variant_id), None))
         self._show_graph(variant_id)
+
+    def _apply_heat(self) -> None:
+        heat = self._heat.get(self._graph_of or "")
+        if heat:
+            self.graph_view.set_heat_by_name(heat)
 
     def _preview_graph(self, spec: str) -> None:
         """An ONNX file (or a variant folder) shows its graph at once: it needs no dataset, and it still shows
@@ -267,6 +274,12 @@ class MainWindow(QMainWindow):
             elif data.get("status") == "ok" and data.get("variant") and data["variant"] != self.selected:
                 self.controller.refresh()
                 self.select_variant(data["variant"])
+            elif data.get("status") == "ok" and data.get("result"):  # a job that only measures: show its findings
+                self.result_view.show_result(f"{event.job} #{event.run_id} on {data.get('variant')}", data["result"])
+            heat = data.get("result", {}).get("heat") if data.get("status") == "ok" else None
+            if isinstance(heat, dict) and data.get("variant"):
+                self._heat[data["variant"]] = heat  # per-layer sensitivity, coloured on that variant's graph
+                self._apply_heat()
 
     # files ----------------------------------------------------------------------------------------------------
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt API

@@ -61,6 +61,16 @@ class ResultView(QScrollArea):
         layout.addStretch(1)
         self.setWidget(body)
 
+    def show_result(self, title: str, result: dict[str, Any]) -> None:
+        """The findings of a job that made no variant (prune_sensitivity, evaluate, export)."""
+        body = QWidget()
+        layout = QVBoxLayout(body)
+        layout.addWidget(QLabel(f"<b>{title}</b>"))
+        for key, value in result.items():
+            self._add_entry(layout, key, value)
+        layout.addStretch(1)
+        self.setWidget(body)
+
     def _add_entry(self, layout: QVBoxLayout, key: str, value: Any) -> None:
         if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             layout.addWidget(QLabel(f"<b>{key}</b>"))

@@ -1,0 +1,18 @@
+"""Per-layer values (pruning sensitivity) colour the matching nodes of the graph view."""
+
+import torch
+from torch import nn
+
+from workbench.core.graph import graph_from_torch
+from workbench.ui.graph_view import GraphView
+
+
+def test_heat_by_layer_name_colours_the_matching_nodes(qtbot):
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)).eval()
+    view = GraphView()
+    qtbot.addWidget(view)
+    with qtbot.waitSignal(view.graph_shown, timeout=10_000):
+        view.set_graph(graph_from_torch(model, torch.zeros(1, 1, 8, 8)))
+    assert view.set_heat_by_name({"0": 0.9, "3": 0.1, "not-a-layer": 1.0}) == 2
+    heats = {item.node.name: item.heat for item in view.node_items()}
+    assert heats["0"] == 0.9 and heats["3"] == 0.1 and heats["1"] is None
