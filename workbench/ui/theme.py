@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyqtgraph as pg
 from PySide6.QtGui import QIcon
-from PySide6.QtWidgets import QApplication, QWidget
+from PySide6.QtWidgets import QApplication, QGraphicsView, QWidget
 
 from workbench.paths import resources_dir
 
@@ -26,7 +26,9 @@ def apply_theme(window: QWidget, theme: str) -> None:
     path = RESOURCES / "themes" / f"{theme}.qss"
     window.setStyleSheet(path.read_text(encoding="utf-8") if path.exists() else "")
     background, foreground = PLOT_COLORS[theme]
-    for view in window.findChildren(pg.GraphicsView):
+    for view in window.findChildren(QGraphicsView):  # Qt matches C++ types only: filter pyqtgraph's here
+        if not isinstance(view, pg.GraphicsView):
+            continue
         view.setBackground(background)
         for item in view.scene().items():
             if isinstance(item, pg.AxisItem):
