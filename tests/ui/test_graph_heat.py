@@ -16,3 +16,18 @@ def test_heat_by_layer_name_colours_the_matching_nodes(qtbot):
     assert view.set_heat_by_name({"0": 0.9, "3": 0.1, "not-a-layer": 1.0}) == 2
     heats = {item.node.name: item.heat for item in view.node_items()}
     assert heats["0"] == 0.9 and heats["3"] == 0.1 and heats["1"] is None
+
+
+def test_a_quantized_variant_colours_its_worst_nodes(qtbot, tmp_path, monkeypatch):
+    """Selecting a variant whose result has per-node SQNR gives the lowest SQNR the hottest colour."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    from workbench.app import create_main_window
+    from workbench.core.workspace import Variant
+
+    w = create_main_window(workspace=tmp_path / "ws", model="zoo:mlp:hidden=8", dataset="digits:size=8")
+    qtbot.addWidget(w)
+    variant = Variant("v0009", "v0001", "quantize", {}, 0.0, "onnx", "", "", result={"node_sensitivity": [
+        {"node": "/fc/Gemm", "sqnr_db": 10.0}, {"node": "/classifier/Gemm", "sqnr_db": 30.0}]})
+    w._heat_from_result(variant)
+    assert w._heat["v0009"] == {"/fc/Gemm": 1.0, "/classifier/Gemm": 0.0}
+    w.controller.shutdown(wait=True)

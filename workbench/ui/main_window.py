@@ -199,8 +199,24 @@ class MainWindow(QMainWindow):
         self.variants_table.select(variant_id, emit=False)
         self.pareto_plot.select(variant_id)
         self.job_panel.set_input(variant_id)
-        self.result_view.show_variant(next((v for v in self.variants if v.id == variant_id), None))
+        variant = next((v for v in self.variants if v.id == variant_id), None)
+        self.result_view.show_variant(variant)
+        if variant is not None:
+            self._heat_from_result(variant)
         self._show_graph(variant_id)
+
+    def _heat_from_result(self, variant: Any) -> None:
+        """A variant's own findings as graph colours: pruning sensitivity per layer, or quantization error per
+        node (the lower the SQNR, the hotter)."""
+        result = getattr(variant, "result", None) or {}
+        if isinstance(result.get("heat"), dict):
+            self._heat[variant.id] = result["heat"]
+        rows = result.get("node_sensitivity")
+        if isinstance(rows, list) and rows:
+            sqnr = {r["node"]: r["sqnr_db"] for r in rows if isinstance(r, dict) and r.get("sqnr_db") is not None}
+            if sqnr:
+                lo, hi = min(sqnr.values()), max(sqnr.values())
+                self._heat[variant.id] = {n: (hi - v) / (hi - lo) if hi > lo else 1.0 for n, v in sqnr.items()}
 
     def _apply_heat(self) -> None:
         heat = self._heat.get(self._graph_of or "")
