@@ -165,10 +165,9 @@ def job_spec(job: Any, ctx: Any) -> dict[str, Any]:
     """What every rank needs to rebuild the job: its name and values, the data, the input variant, the seed."""
     from workbench.core.jobs.devplugins import loaded_folders
 
-    session = getattr(ctx, "session", None)
     return {
         "job": job.name, "params": job.values, "variant": ctx.variant_id,
-        "variants_dir": str(session.workspace.variants_dir) if session is not None else None,
+        "variants_dir": str(ctx.workspace_dir / "variants") if ctx.workspace_dir is not None else None,
         "dataset": ctx.data.info.spec, "seed": ctx.seed, "device": ctx.device.type,
         "strategy": job.values.get("strategy", "ddp"), "bench_batch": ctx.bench_batch,
         "plugin_paths": [str(p) for p in loaded_folders()],

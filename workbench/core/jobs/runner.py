@@ -99,18 +99,24 @@ class Runner:
         self._ids = itertools.count(1)
         self._handles: list[RunHandle] = []
 
-    def submit(self, request: JobRequest) -> RunHandle:
-        """Queue a request on its device's worker; returns at once."""
+    def _queued(self, request: JobRequest) -> tuple[RunHandle, str]:
+        """A handle for a new request on its resolved device, announced to the observers."""
         device = self.session.resolve_device(request.device)
         handle = RunHandle(next(self._ids), request)
+        with self._lock:
+            self._handles.append(handle)
+        self.bus.emit(JobEvent(QUEUED, handle.run_id, request.job,
+                               {"params": request.params, "input": request.input_variant, "device": device}))
+        return handle, device
+
+    def submit(self, request: JobRequest) -> RunHandle:
+        """Queue a request on its device's worker; returns at once."""
+        handle, device = self._queued(request)
         with self._lock:
             worker = self._workers.get(device)
             if worker is None or not worker.is_alive():
                 worker = self._workers[device] = _Worker(self, device)
                 worker.start()
-            self._handles.append(handle)
-        self.bus.emit(JobEvent(QUEUED, handle.run_id, request.job,
-                               {"params": request.params, "input": request.input_variant, "device": device}))
         worker.queue.put(handle)
         return handle
 
@@ -123,12 +129,7 @@ class Runner:
             outcome = handle.wait()
             assert outcome is not None
             return outcome
-        device = self.session.resolve_device(request.device)
-        handle = RunHandle(next(self._ids), request)
-        with self._lock:
-            self._handles.append(handle)
-        self.bus.emit(JobEvent(QUEUED, handle.run_id, request.job,
-                               {"params": request.params, "input": request.input_variant, "device": device}))
+        handle, device = self._queued(request)
         try:
             self._execute(handle, device)
         finally:

@@ -103,7 +103,6 @@ class Session:
             load_variant=lambda vid: self.load_variant(vid, device), variant_id=input_id, seed=seed,
             bench_batch=self.bench_batch, workspace_dir=self.workspace.root,
         )
-        ctx.session = self  # type: ignore[attr-defined]
         return ctx
 
     def release_context(self, ctx: JobContext) -> None:
