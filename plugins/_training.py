@@ -23,6 +23,7 @@ from torch import nn
 from workbench.plugin import InputError, Job, JobContext, JobFailed, Param
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+DIVERGE_FACTOR = 100.0  # a smoothed loss 100x its start: no schedule recovers from that
 
 
 @dataclass
@@ -41,6 +42,7 @@ class TrainSettings:
     amp: str
     auto_batch: bool
     log_every: int = 1
+    diverge_factor: float = DIVERGE_FACTOR
 
 
 class TrainingJob(Job):
@@ -57,7 +59,11 @@ class TrainingJob(Job):
     gamma: float = Param(0.1, min=0.0, max=1.0, help="decay factor (step and plateau schedules)", advanced=True)
     patience: int = Param(0, min=0, max=1000, help="early stopping: epochs without validation improvement (0 = off)")
     grad_clip: float = Param(0.0, min=0.0, max=1e6, help="clip the gradient norm to this (0 = off)")
-    amp: Literal["off", "bf16", "fp16"] = Param("off", help="mixed precision on CUDA")
+    diverge_factor: float = Param(
+        DIVERGE_FACTOR, min=0.0, max=1e12, advanced=True,
+        help="fail when the smoothed loss grows past this multiple of its start (at least 1.0); 0 = never")
+    amp: Literal["off", "bf16", "fp16"] = Param(
+        "off", help="mixed precision through autocast: on CUDA, and on CPUs with bf16 units (AVX512-BF16, AMX)")
     auto_batch: bool = Param(False, help="halve the batch size on out-of-memory and go on")
     augment: Literal["auto", "none", "affine"] = Param(
         "auto", help="random small rotations, scalings and shifts of images (auto: on for images of 16x16 and more)")
@@ -71,6 +77,7 @@ class TrainingJob(Job):
         return TrainSettings(
             self.epochs, self.batch_size, self.lr, self.optimizer, self.momentum, self.weight_decay,
             self.schedule, self.step_size, self.gamma, self.patience, self.grad_clip, self.amp, self.auto_batch,
+            diverge_factor=self.diverge_factor,
         )
 
     def wants_augment(self, ctx: JobContext) -> bool:
@@ -142,6 +149,44 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
+def amp_dtype(ctx: JobContext, amp: str) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on the job's device, or None (fp32) with a warning where autocast cannot."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    if dtype is None:
+        return None
+    device = ctx.device.type
+    if not torch.amp.is_autocast_available(device):
+        ctx.warn(f"amp={amp}: autocast is not available on {ctx.device}; training in fp32")
+        return None
+    if device == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        ctx.warn(f"amp=bf16: {torch.cuda.get_device_name(ctx.device)} has no bf16; training in fp16 with loss scaling")
+        return torch.float16
+    if device == "cpu":
+        ctx.info(f"amp={amp} on the CPU: faster only where the CPU has {'bf16' if amp == 'bf16' else 'fp16'} units "
+                 "(AVX512-BF16, AMX); the plain fp32 loop is usually the fastest elsewhere")
+    return dtype
+
+
+class DivergenceGuard:
+    """Catches a loss that explodes but stays finite (Adam at a huge learning rate): an exponential average of
+    the step losses compared with the loss the run started from, floored at 1.0 so that fine-tuning from a
+    near-zero loss does not trip on ordinary noise."""
+
+    def __init__(self, factor: float, smoothing: float = 0.9) -> None:
+        self.factor, self.smoothing = factor, smoothing
+        self.start: float | None = None
+        self.smoothed = math.nan
+
+    def diverged(self, loss: float) -> bool:
+        if self.factor <= 0:
+            return False
+        if self.start is None:
+            self.start, self.smoothed = loss, loss
+            return False
+        self.smoothed = self.smoothing * self.smoothed + (1 - self.smoothing) * loss
+        return self.smoothed > self.factor * max(abs(self.start), 1.0)
+
+
 class TrainLoop:
     """Runs epochs of ``loss_fn`` over the train split with validation, checkpoints and early stopping."""
 
@@ -163,11 +208,10 @@ class TrainLoop:
         self.scheduler = build_scheduler(self.optimizer, settings)
         self.checkpoint = checkpoint
         self.batch_size = settings.batch_size
-        cuda = ctx.device.type == "cuda"
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.amp) if cuda else None
-        if settings.amp != "off" and not cuda:
-            ctx.warn(f"amp={settings.amp} needs CUDA; training in fp32 on {ctx.device}")
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.amp_dtype = amp_dtype(ctx, settings.amp)
+        # fp16 has too few exponent bits for small gradients: scale the loss (bf16 has fp32's range, no need)
+        self.scaler = torch.amp.GradScaler(ctx.device.type) if self.amp_dtype == torch.float16 else None
+        self.divergence = DivergenceGuard(settings.diverge_factor)
         self.start_epoch = 1
         self.best_val = math.inf
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -263,7 +307,7 @@ class TrainLoop:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             self.optimizer.zero_grad(set_to_none=True)
             if self.amp_dtype is not None:
-                with torch.autocast("cuda", dtype=self.amp_dtype):
+                with torch.autocast(device.type, dtype=self.amp_dtype):
                     loss = self.loss_fn(self.net, x, y)
             else:
                 loss = self.loss_fn(self.net, x, y)
@@ -271,6 +315,10 @@ class TrainLoop:
             if not math.isfinite(value):
                 raise JobFailed(f"non-finite loss ({value}) at epoch {epoch}, step {i}: lower the learning rate "
                                 f"(lr={s.lr:g}) or enable grad_clip")
+            if self.divergence.diverged(value):
+                raise JobFailed(f"the loss diverged at epoch {epoch}, step {i}: smoothed {self.divergence.smoothed:.4g}"
+                                f", over {s.diverge_factor:g}x its start ({self.divergence.start:.4g}); lower the "
+                                f"learning rate (lr={s.lr:g}) or enable grad_clip")
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
                 self._sync_extra()

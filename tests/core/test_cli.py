@@ -105,7 +105,7 @@ def test_a_hostile_pickle_does_not_run(tmp_path):
 
 def test_non_finite_loss_fails_the_step_with_exit_1(tmp_path):
     out = tmp_path / "o"
-    proc = run_cli("--batch", *FAST, "--job", "train:epochs=2,lr=1e6,optimizer=sgd", "--out", str(out))
+    proc = run_cli("--batch", *FAST, "--job", "train:epochs=2,lr=1e6,optimizer=sgd,diverge_factor=0", "--out", str(out))
     assert proc.returncode == 1
     assert "non-finite loss" in _one_line_error(proc)
     step = json.loads((out / "report.json").read_text())["steps"][-1]

@@ -154,3 +154,59 @@ def test_online_learning_on_another_dataset_with_the_same_classes(make_session, 
     mismatch, _ = make_session(dataset="synthetic:kind=tabular,features=64,classes=3", out=tmp_path / "ws")
     bad = runner_for(mismatch).run(JobRequest("train", {"epochs": 1}, out.variant, "cpu"))
     assert bad.status == "failed" and "3 classes" in bad.error
+
+
+@pytest.mark.parametrize("amp, dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_mixed_precision_on_the_cpu_runs_under_autocast(tmp_path, amp, dtype):
+    """The AMP path is the one CUDA takes (autocast, and loss scaling for fp16), run on the CPU's autocast."""
+    from tests.plugins.helpers import job_context
+    from workbench.core.data import load_dataset
+    from workbench.core.models import load_model
+    from workbench_plugins._training import TrainLoop, TrainSettings
+
+    data = load_dataset("digits:size=8", seed=0)
+    torch.manual_seed(0)
+    model = load_model("zoo:mlp:hidden=32", data.info)
+    ctx = job_context(model, data, tmp_path, job_name="train")
+    seen = []
+
+    def loss_fn(net, x, y):
+        logits = net(x)
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"), logits.dtype))
+        return torch.nn.functional.cross_entropy(logits.float(), y)
+
+    settings = TrainSettings(epochs=3, batch_size=32, lr=5e-3, optimizer="adam", momentum=0.9, weight_decay=0.0,
+                             schedule="constant", step_size=5, gamma=0.1, patience=0, grad_clip=1.0, amp=amp,
+                             auto_batch=False)
+    loop = TrainLoop(ctx, model, settings, loss_fn)
+    assert (loop.scaler is not None) == (amp == "fp16")
+    trained = loop.fit()
+    assert seen and all(s == (True, dtype, dtype) for s in seen)
+    assert next(trained.parameters()).dtype == torch.float32  # the master weights stay fp32
+    from workbench.core.measure import evaluate_accuracy
+
+    assert evaluate_accuracy(trained, data)["accuracy"] > 0.85
+
+
+def test_mixed_precision_job_trains_without_warnings(make_session, runner_for):
+    session, root, out = _train(make_session, runner_for, {"epochs": 3, "lr": 0.005, "amp": "bf16"})
+    assert out.status == "ok", out.error
+    assert out.metrics["accuracy"] > 0.85
+
+
+def test_divergence_guard_trips_on_explosion_not_on_noise():
+    from workbench_plugins._training import DivergenceGuard
+
+    guard = DivergenceGuard(100.0)
+    assert not any(guard.diverged(v) for v in [2.3, 2.0, 50.0, 1.5, 0.8, 120.0, 0.5])  # spikes are smoothed
+    assert any(guard.diverged(v) for v in [1e4] * 30)
+    fine_tune = DivergenceGuard(100.0)  # a near-zero start is floored at 1.0: noise of 0.5 is not divergence
+    assert not any(fine_tune.diverged(v) for v in [0.001, 0.5, 0.3, 0.9, 0.2])
+    assert not any(DivergenceGuard(0.0).diverged(v) for v in [1.0, 1e30])
+
+
+def test_diverging_adam_fails_the_job_and_keeps_the_workspace(make_session, runner_for):
+    session, root, out = _train(make_session, runner_for, {"epochs": 2, "lr": 1e6})
+    assert out.status == "failed"
+    assert "the loss diverged at epoch 1" in out.error and "lr=1e+06" in out.error
+    assert [v.id for v in session.workspace.variants()] == [root]

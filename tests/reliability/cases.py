@@ -116,8 +116,10 @@ FUZZ: list[Case] = [
 FAULTS: list[Case] = [
     Case("job_raises", "fault", "a plugin job raising ValueError", "step failed: `raised ValueError: boom`; "
          "runner runs the next job; no new variant"),
-    Case("nan_loss", "fault", "train:lr=1e6,optimizer=sgd (loss diverges)", "step failed: `non-finite loss "
-         "... at epoch 1, step N`; no new variant; runner runs the next job"),
+    Case("nan_loss", "fault", "train:lr=1e6,optimizer=sgd,diverge_factor=0 (loss becomes inf/NaN)",
+         "step failed: `non-finite loss ... at epoch 1, step N`; no new variant; runner runs the next job"),
+    Case("diverging_loss", "fault", "train:lr=1e6 (Adam; the loss explodes, finite or not)",
+         "step failed: `the loss diverged at epoch 1, step N: smoothed ..., over 100x its start`; no new variant"),
     Case("non_model_return", "fault", "a plugin returning a str", "step failed: `returned a str, not a model`"),
     Case("wrong_shape_return", "fault", "a plugin returning a model with the wrong output",
          "step failed: `output is (4, 3), expected (4, 10)`"),

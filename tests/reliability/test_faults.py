@@ -113,8 +113,15 @@ def test_fault_job_raises(env):
 
 def test_fault_nan_loss(env):
     session, runner, root, intact = env
-    _fails(runner, "train", root, {"lr": 1e6, "optimizer": "sgd", "epochs": 2},
+    _fails(runner, "train", root, {"lr": 1e6, "optimizer": "sgd", "epochs": 2, "diverge_factor": 0},
            r"non-finite loss \(\S+\) at epoch 1, step \d+")
+    intact([root])
+
+
+def test_fault_diverging_loss(env):
+    session, runner, root, intact = env
+    _fails(runner, "train", root, {"lr": 1e6, "epochs": 2},
+           r"the loss diverged at epoch 1, step \d+: smoothed \S+, over 100x its start")
     intact([root])
 
 

@@ -23,12 +23,27 @@ def process_memory_mb() -> float:
         return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
+def gpu_memory_text(torch: Any, device: str) -> str | None:
+    """Memory in use on the whole GPU, as nvidia-smi counts it: this process's PyTorch cache, onnxruntime's
+    arena and the ranks of a multi-process job alike (PyTorch's own counter sees only the first). From the
+    driver once this process uses CUDA, else from NVML; None when neither can tell without this process
+    creating a CUDA context just to show a number."""
+    index = torch.device(device).index or 0
+    try:
+        if torch.cuda.is_initialized():
+            free, total = torch.cuda.mem_get_info(index)
+            return f"GPU {(total - free) / 2**20:.0f} / {total / 2**20:.0f} MB"
+        return f"GPU {torch.cuda.device_memory_used(index) / 2**20:.0f} MB"  # NVML (nvidia-ml-py): no context
+    except Exception:  # noqa: BLE001 - no NVML library, a driver error: the status bar shows RAM instead
+        return None
+
+
 def memory_text(device: str) -> str:
     torch = sys.modules.get("torch")  # never import torch from the GUI thread just to show a number
     if device.startswith("cuda") and torch is not None and torch.cuda.is_available():
-        used = torch.cuda.memory_allocated(torch.device(device)) / 2**20
-        total = torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**20
-        return f"GPU {used:.0f} / {total:.0f} MB"
+        text = gpu_memory_text(torch, device)
+        if text is not None:
+            return text
     return f"RAM {process_memory_mb():.0f} MB"
 
 
