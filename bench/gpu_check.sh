@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check in one go, for a machine with CUDA (target: under 5 minutes on one H200):
 #   1. a Python with CUDA torch and this project importable, offline (the device machine cannot download):
-#      the repo's .venv if it sees a GPU, else a venv over the system site-packages with `pip install --no-deps -e .`
-#      (wheels in .whl/, if carried, are installed first, e.g. onnxruntime-gpu);
+#      the repo's .venv if it sees a GPU, else the system python3 with `pip install --no-deps --target` of this
+#      project (and of wheels in .whl/, if carried) into a folder put on PYTHONPATH;
 #   2. the CUDA tests (tests/core/test_cuda.py: worker thread on cuda, AMP bf16/fp16, onnxruntime's CUDA
 #      execution provider, torchrun + nccl with DDP and FSDP2);
 #   3. GPU figures measured in the same run: train-job throughput fp32 vs bf16 vs fp16, batch-64 latency through
@@ -30,14 +30,20 @@ for cand in "$ROOT/.venv/bin/python" "$(command -v python3)"; do
   fi
 done
 [ -n "$PY" ] || { echo "no Python here has a CUDA build of torch"; exit 1; }
-if ! "$PY" -c "import workbench, workbench_plugins" 2>/dev/null; then
-  VENV=/tmp/wb-gpu-venv
-  "$PY" -m venv --system-site-packages "$VENV" || exit 1
-  PY="$VENV/bin/python"
+PLUGINS_FOUND="from importlib.metadata import entry_points; import workbench, workbench_plugins; \
+assert any(e.name == 'train' for e in entry_points(group='workbench.plugins'))"
+if ! "$PY" -c "$PLUGINS_FOUND" 2>/dev/null; then
+  # The device image's python3 lives in a venv (/opt/torch/.venv): a venv made from it with
+  # --system-site-packages would see the base interpreter's packages, not its torch. Install into a folder on
+  # PYTHONPATH instead: the package, its entry points (how the runner finds the jobs) and any carried wheels.
+  SITE=/tmp/wb-gpu-site
   if compgen -G ".whl/*.whl" >/dev/null; then
-    "$PY" -m pip install -q --no-index --no-deps .whl/*.whl || echo "warning: the carried wheels did not install"
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .whl/*.whl \
+      || echo "warning: the carried wheels did not install"
   fi
-  "$PY" -m pip install -q --no-index --no-deps --no-build-isolation -e . || exit 1
+  "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target "$SITE" . || exit 1
+  export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+  "$PY" -c "$PLUGINS_FOUND" || { echo "the workbench's jobs are not importable"; exit 1; }
 fi
 "$PY" - <<'EOF'
 import onnxruntime, torch

@@ -70,6 +70,7 @@ def main() -> int:
         w.job_panel.run_button.click()
         measure(app, lambda: started[0], 60)
         busy = measure(app, lambda: not w.controller.busy(), 600)
+        measure(app, lambda: len(w.variants) == 2, 30)  # the new variant's row arrives as a queued signal
         ok = len(w.variants) == 2
         w.controller.shutdown(wait=True)
         w.close()

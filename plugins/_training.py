@@ -23,6 +23,7 @@ from torch import nn
 from workbench.plugin import InputError, Job, JobContext, JobFailed, Param
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+READ_LOSSES_EVERY = 16  # steps whose losses are read in one transfer on a GPU
 DIVERGE_FACTOR = 100.0  # a smoothed loss 100x its start: no schedule recovers from that
 
 
@@ -212,6 +213,8 @@ class TrainLoop:
         # fp16 has too few exponent bits for small gradients: scale the loss (bf16 has fp32's range, no need)
         self.scaler = torch.amp.GradScaler(ctx.device.type) if self.amp_dtype == torch.float16 else None
         self.divergence = DivergenceGuard(settings.diverge_factor)
+        # reading a loss waits for the GPU: on CUDA read them in groups, so the CPU queues steps ahead
+        self.read_every = 1 if ctx.device.type == "cpu" else READ_LOSSES_EVERY
         self.start_epoch = 1
         self.best_val = math.inf
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -300,7 +303,8 @@ class TrainLoop:
         else:
             loader = ctx.data.loader("train", batch_size=self.batch_size, seed=ctx.seed + epoch)
         total_batches = len(loader)
-        loss_sum, count, start = 0.0, 0, time.perf_counter()
+        self._loss_sum, self._count, start = 0.0, 0, time.perf_counter()
+        pending: list[tuple[int, int, torch.Tensor, int]] = []  # (batch index, global step, loss, samples)
         device = ctx.device
         for i, (x, y) in enumerate(loader, 1):
             ctx.check_cancelled()
@@ -311,14 +315,6 @@ class TrainLoop:
                     loss = self.loss_fn(self.net, x, y)
             else:
                 loss = self.loss_fn(self.net, x, y)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise JobFailed(f"non-finite loss ({value}) at epoch {epoch}, step {i}: lower the learning rate "
-                                f"(lr={s.lr:g}) or enable grad_clip")
-            if self.divergence.diverged(value):
-                raise JobFailed(f"the loss diverged at epoch {epoch}, step {i}: smoothed {self.divergence.smoothed:.4g}"
-                                f", over {s.diverge_factor:g}x its start ({self.divergence.start:.4g}); lower the "
-                                f"learning rate (lr={s.lr:g}) or enable grad_clip")
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
                 self._sync_extra()
@@ -334,16 +330,35 @@ class TrainLoop:
                     torch.nn.utils.clip_grad_norm_(self.trainable, s.grad_clip)
                 self.optimizer.step()
             self.global_step += 1
-            loss_sum += value * y.shape[0]
-            count += y.shape[0]
-            if self.global_step % s.log_every == 0:
-                ctx.log(step=self.global_step, loss=value)
+            pending.append((i, self.global_step, loss.detach(), y.shape[0]))
+            if len(pending) >= self.read_every or i == total_batches:
+                self._read_losses(pending, epoch)
+                pending.clear()
             ctx.progress((epoch - 1) * total_batches + i, s.epochs * total_batches,
                          text=f"epoch {epoch}/{s.epochs}")
+        loss_sum, count = self._loss_sum, self._count
         if self.dist is not None:
             loss_sum, total = self.dist.sum(loss_sum, count)
             count = int(total)
         return loss_sum / max(count, 1), time.perf_counter() - start, count
+
+    def _read_losses(self, pending: list[tuple[int, int, torch.Tensor, int]], epoch: int) -> None:
+        """Bring the step losses to the host in one transfer (one GPU sync per ``read_every`` steps instead of
+        one per step), then check and log them step by step as if each had been read at once."""
+        s = self.s
+        values = torch.stack([loss.float() for _, _, loss, _ in pending]).tolist()
+        for (i, step, _, samples), value in zip(pending, values, strict=True):
+            if not math.isfinite(value):
+                raise JobFailed(f"non-finite loss ({value}) at epoch {epoch}, step {i}: lower the learning rate "
+                                f"(lr={s.lr:g}) or enable grad_clip")
+            if self.divergence.diverged(value):
+                raise JobFailed(f"the loss diverged at epoch {epoch}, step {i}: smoothed {self.divergence.smoothed:.4g}"
+                                f", over {s.diverge_factor:g}x its start ({self.divergence.start:.4g}); lower the "
+                                f"learning rate (lr={s.lr:g}) or enable grad_clip")
+            self._loss_sum += value * samples
+            self._count += samples
+            if step % s.log_every == 0:
+                self.ctx.log(step=step, loss=value)
 
     def _sync_extra(self) -> None:
         """Average the gradients of trainable parameters outside the wrapped model (DDP syncs the rest)."""

@@ -1,10 +1,13 @@
 """The train job: accuracy, determinism, schedules, freezing, resume, early stopping, adversarial, errors."""
 
+import math
+
 import pytest
 import torch
 
 from workbench.core.jobs.runner import JobRequest
 from workbench.core.models.loading import load_variant_folder
+from workbench.plugin import JobFailed
 
 
 def _train(make_session, runner_for, params, model="zoo:mlp:hidden=32", dataset="digits:size=8", seed=0, out=None):
@@ -156,9 +159,8 @@ def test_online_learning_on_another_dataset_with_the_same_classes(make_session, 
     assert bad.status == "failed" and "3 classes" in bad.error
 
 
-@pytest.mark.parametrize("amp, dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
-def test_mixed_precision_on_the_cpu_runs_under_autocast(tmp_path, amp, dtype):
-    """The AMP path is the one CUDA takes (autocast, and loss scaling for fp16), run on the CPU's autocast."""
+def _loop(tmp_path, loss_fn=None, **overrides):
+    """A TrainLoop on digits with a bare context, for looking inside the loop; returns (loop, data, events)."""
     from tests.plugins.helpers import job_context
     from workbench.core.data import load_dataset
     from workbench.core.models import load_model
@@ -167,7 +169,25 @@ def test_mixed_precision_on_the_cpu_runs_under_autocast(tmp_path, amp, dtype):
     data = load_dataset("digits:size=8", seed=0)
     torch.manual_seed(0)
     model = load_model("zoo:mlp:hidden=32", data.info)
+    events = []
     ctx = job_context(model, data, tmp_path, job_name="train")
+    ctx._emit = events.append
+    settings = dict(epochs=3, batch_size=32, lr=5e-3, optimizer="adam", momentum=0.9, weight_decay=0.0,
+                    schedule="constant", step_size=5, gamma=0.1, patience=0, grad_clip=1.0, amp="off",
+                    auto_batch=False)
+    settings.update(overrides)
+
+    def cross_entropy(net, x, y):
+        return torch.nn.functional.cross_entropy(net(x), y)
+
+    return TrainLoop(ctx, model, TrainSettings(**settings), loss_fn or cross_entropy), data, events
+
+
+@pytest.mark.parametrize("amp, dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_mixed_precision_on_the_cpu_runs_under_autocast(tmp_path, amp, dtype):
+    """The AMP path is the one CUDA takes (autocast, and loss scaling for fp16), run on the CPU's autocast."""
+    from workbench.core.measure import evaluate_accuracy
+
     seen = []
 
     def loss_fn(net, x, y):
@@ -175,17 +195,42 @@ def test_mixed_precision_on_the_cpu_runs_under_autocast(tmp_path, amp, dtype):
         seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"), logits.dtype))
         return torch.nn.functional.cross_entropy(logits.float(), y)
 
-    settings = TrainSettings(epochs=3, batch_size=32, lr=5e-3, optimizer="adam", momentum=0.9, weight_decay=0.0,
-                             schedule="constant", step_size=5, gamma=0.1, patience=0, grad_clip=1.0, amp=amp,
-                             auto_batch=False)
-    loop = TrainLoop(ctx, model, settings, loss_fn)
+    loop, data, _ = _loop(tmp_path, loss_fn, amp=amp)
     assert (loop.scaler is not None) == (amp == "fp16")
     trained = loop.fit()
     assert seen and all(s == (True, dtype, dtype) for s in seen)
     assert next(trained.parameters()).dtype == torch.float32  # the master weights stay fp32
-    from workbench.core.measure import evaluate_accuracy
-
     assert evaluate_accuracy(trained, data)["accuracy"] > 0.85
+
+
+def test_losses_read_in_groups_give_the_same_run(tmp_path):
+    """On a GPU the loop reads step losses 16 at a time; the metrics and the model must not change."""
+    runs = []
+    for read_every in (1, 5):
+        loop, _, events = _loop(tmp_path / str(read_every))
+        loop.read_every = read_every
+        model = loop.fit()
+        steps = [(e.data["step"], {k: v for k, v in e.data["metrics"].items() if k != "samples_per_s"})
+                 for e in events if e.kind == "metric"]
+        runs.append((steps, model.state_dict()))
+    (steps_1, state_1), (steps_5, state_5) = runs
+    assert len(steps_1) > 100 and steps_1 == steps_5
+    assert all(torch.equal(state_1[k], state_5[k]) for k in state_1)
+
+
+def test_a_non_finite_loss_read_in_a_group_names_its_own_step(tmp_path):
+    calls = []
+
+    def loss_fn(net, x, y):
+        calls.append(1)
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        return loss * math.inf if len(calls) == 7 else loss
+
+    loop, _, _ = _loop(tmp_path, loss_fn)
+    loop.read_every = 5
+    with pytest.raises(JobFailed, match=r"non-finite loss \(inf\) at epoch 1, step 7:"):
+        loop.fit()
+    assert len(calls) == 10  # found when the second group of five was read
 
 
 def test_mixed_precision_job_trains_without_warnings(make_session, runner_for):

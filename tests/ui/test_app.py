@@ -148,3 +148,19 @@ def test_close_while_running_asks(qtbot, window, monkeypatch) -> None:
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
     assert w.close()
     qtbot.waitUntil(lambda: w.controller.runner is None, timeout=10_000)
+
+
+def test_remeasure_from_the_context_menu_replaces_stored_figures(qtbot, window) -> None:
+    w = window
+    w.controller.session.workspace.update_metrics("v0001", {"latency_ms": 999.0, "accuracy": 0.01})
+    w.controller.refresh()
+    qtbot.waitUntil(lambda: w.variants[0].metrics["latency_ms"] == 999.0, timeout=5_000)
+    menu = w.variants_table.menu_for("v0001")
+    action = menu.findChild(QObject, "remeasureAction")
+    assert action is not None and "v0001" in action.text()
+    action.trigger()
+    qtbot.waitUntil(lambda: w.variants[0].metrics["latency_ms"] < 999.0 and not w.controller.busy(),
+                    timeout=120_000)
+    assert rows(w) == 1 and w.variants[0].metrics["accuracy"] > 0.01  # measured, not a new variant
+    assert w.pareto_plot.points[0][1] == pytest.approx(100 * w.variants[0].metrics["accuracy"])
+    assert "re-measuring v0001" in w.log_view.toPlainText()

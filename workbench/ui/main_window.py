@@ -148,6 +148,7 @@ class MainWindow(QMainWindow):
         self.job_panel.run_requested.connect(self._run)
         self.job_panel.cancel_requested.connect(lambda: c.cancel())
         self.variants_table.variant_selected.connect(self.select_variant)
+        self.variants_table.remeasure_requested.connect(self._remeasure)
         self.pareto_plot.variant_selected.connect(self.select_variant)
         self.graph_view.load_failed.connect(lambda msg: self.notifications.notify(f"graph: {msg}", "warning"))
         self.tabs.currentChanged.connect(lambda _i: self._show_graph(self.selected))
@@ -274,6 +275,10 @@ class MainWindow(QMainWindow):
         if job == "train":
             self.tabs.setCurrentWidget(self.metrics_plot)
         self.controller.submit(job, params, self.selected)
+
+    def _remeasure(self, variant_id: str) -> None:
+        self.log_view.add(f"re-measuring {variant_id}")
+        self.controller.submit("evaluate", {"record": True}, variant_id)
 
     def _on_event(self, event: Any) -> None:
         self.metrics_plot.on_event(event)

@@ -33,6 +33,7 @@ class ParetoPlot(pg.PlotWidget):
         self.scatter.sigClicked.connect(self._clicked)
         self.addItem(self.scatter)
         self.labels: list[pg.TextItem] = []
+        self.getViewBox().setDefaultPadding(0.08)  # room above the top points for their labels
         self.set_axis("latency")
 
     def set_axis(self, axis: str) -> None:
@@ -68,8 +69,12 @@ class ParetoPlot(pg.PlotWidget):
         for label in self.labels:
             self.removeItem(label)
         self.labels = []
+        costs = [cost for _vid, _acc, cost in self.points]
+        right_side = min(costs, default=0) + 0.6 * (max(costs, default=0) - min(costs, default=0))
         for vid, acc, cost in self.points:
-            label = pg.TextItem(vid, anchor=(0, 1.2), color="#888888")
+            # labels of the right-hand points end at their point, so that none runs off the plot's edge
+            anchor = (1, 1.2) if len(costs) > 1 and cost > right_side else (0, 1.2)
+            label = pg.TextItem(vid, anchor=anchor, color="#888888")
             label.setPos(cost, acc)
             self.addItem(label)
             self.labels.append(label)

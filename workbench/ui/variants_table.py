@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, Signal
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView, QWidget
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPoint, QSortFilterProxyModel, Qt, Signal
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QMenu, QTableView, QWidget
 
 COLUMNS = ("id", "parent", "job", "accuracy", "params", "size", "latency", "speed-up", "size ratio", "marks")
 
@@ -115,9 +115,11 @@ class VariantsModel(QAbstractTableModel):
 
 
 class VariantsTable(QTableView):
-    """objectName ``variantsTable``; emits ``variant_selected(id)`` when the user picks a row."""
+    """objectName ``variantsTable``; emits ``variant_selected(id)`` when the user picks a row, and
+    ``remeasure_requested(id)`` from a row's context menu."""
 
     variant_selected = Signal(str)
+    remeasure_requested = Signal(str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -137,6 +139,26 @@ class VariantsTable(QTableView):
         self.horizontalHeader().setStretchLastSection(True)
         self.selectionModel().selectionChanged.connect(self._on_selection)
         self._quiet = False
+        self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.customContextMenuRequested.connect(lambda pos: self._show_menu(pos))
+
+    def menu_for(self, variant_id: str) -> QMenu:
+        """The row's context menu. Latency on a shared machine is noisy (other programs, a job training in the
+        background): re-measuring when it is quiet replaces the stored figures."""
+        menu = QMenu(self)
+        action = menu.addAction(f"Re-measure {variant_id} (accuracy, size, latency)")
+        action.setObjectName("remeasureAction")
+        action.setToolTip("runs evaluate with record=true on this variant; the table and the Pareto plot update")
+        action.triggered.connect(lambda: self.remeasure_requested.emit(variant_id))
+        return menu
+
+    def _show_menu(self, pos: QPoint) -> None:
+        index = self.indexAt(pos)
+        variant_id = self.proxy.index(index.row(), 0).data() if index.isValid() else None
+        if not variant_id or variant_id == "…":
+            return
+        self.select(variant_id)
+        self.menu_for(variant_id).exec(self.viewport().mapToGlobal(pos))
 
     def set_variants(self, variants: list[Any]) -> None:
         current = self.selected_id()

@@ -88,6 +88,7 @@ class JobContext:
         self.workspace_dir = workspace_dir
         self.result: dict[str, Any] = {}
         self.marks: list[str] = []
+        self.recorded: dict[str, float] = {}
         self.history: list[tuple[int, dict[str, float]]] = []
         self._emit = emit
         self._cancel = cancel_event
@@ -120,6 +121,12 @@ class JobContext:
 
     def warn(self, message: str) -> None:
         self._emit(JobEvent(LOG, self.run_id, self.job_name, {"level": "warning", "message": message}))
+
+    def record_metrics(self, **metrics: float) -> None:
+        """Store figures on the variant this job ends with (the input one for a job that only measures): the
+        variants table, the Pareto plot and the report show them with the standard ones. A measuring plugin
+        (energy, a task metric) uses it; the built-in ``evaluate`` does with ``record=true``."""
+        self.recorded.update({k: float(v) for k, v in metrics.items()})
 
     def mark(self, text: str) -> None:
         """Attach a label to the variant this job produces, e.g. "slower than fp32"."""

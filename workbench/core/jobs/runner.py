@@ -181,6 +181,9 @@ class Runner:
             else:
                 variant = session.save_result(returned, ctx, job, input_id, device)
                 outcome.variant, outcome.metrics = variant.id, dict(variant.metrics)
+            if ctx.recorded:
+                session.workspace.update_metrics(outcome.variant, ctx.recorded)
+                outcome.metrics.update(ctx.recorded)
             outcome.status = "ok"
         except Cancelled as exc:
             outcome.status, outcome.error = "cancelled", str(exc)
