@@ -198,3 +198,32 @@ def test_two_gloo_processes_match_one_process(tmp_path):
             assert history["steps"][-1]["metrics"]["accuracy"] == accuracy[2]
     assert accuracy[1] > 0.85
     assert abs(accuracy[2] - accuracy[1]) <= 0.01, accuracy
+
+
+def test_two_nodes_on_one_machine(tmp_path):
+    """--nnodes 2: node 1 (another machine in real use, here a second command) starts its rank, node 0 owns the
+    workspace; the follower needs no copy of the model (rank 0 broadcasts the variant) and writes nothing."""
+    import subprocess
+
+    from workbench.core.distributed import _free_port
+
+    port = str(_free_port())
+    common = ["--batch", "--model", "zoo:seed_cnn", "--dataset", "digits", "--seed", "0", "--job",
+              "train:epochs=2,batch_size=32", "--nproc-per-node", "1", "--nnodes", "2",
+              "--master-addr", "127.0.0.1", "--master-port", port]
+    exe = Path(sys.executable).parent / "workbench"
+    follower = subprocess.Popen([str(exe), *common, "--node-rank", "1", "--out", str(tmp_path / "node1")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        result = run_cli(*common, "--node-rank", "0", "--out", str(tmp_path / "node0"), "--json", timeout=400)
+        follower_out, follower_err = follower.communicate(timeout=120)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert result.returncode == 0, result.stderr
+    assert follower.returncode == 0, follower_err
+    step = json.loads(result.stdout)["steps"][-1]
+    assert step["status"] == "ok" and step["variant"] == "v0002" and step["metrics"]["accuracy"] > 0.8
+    assert sorted(p.name for p in (tmp_path / "node0" / "variants").iterdir()) == ["v0001", "v0002"]
+    assert "node 1: step 1/1 train: starting 1 ranks" in follower_err
+    assert not (tmp_path / "node1").exists()
