@@ -163,4 +163,5 @@ def test_remeasure_from_the_context_menu_replaces_stored_figures(qtbot, window) 
                     timeout=120_000)
     assert rows(w) == 1 and w.variants[0].metrics["accuracy"] > 0.01  # measured, not a new variant
     assert w.pareto_plot.points[0][1] == pytest.approx(100 * w.variants[0].metrics["accuracy"])
-    assert "re-measuring v0001" in w.log_view.toPlainText()
+    log = w.log_view.toPlainText()
+    assert "re-measuring v0001" in log and "evaluate: measured v0001, accuracy" in log and "new variant" not in log

@@ -20,6 +20,7 @@ class LogView(QPlainTextEdit):
         font = QFont("monospace")
         font.setStyleHint(QFont.StyleHint.Monospace)
         self.setFont(font)
+        self._inputs: dict[int, str] = {}  # run id -> input variant, to tell a measurement from a new variant
 
     def add(self, message: str, level: str = "info") -> None:
         stamp = time.strftime("%H:%M:%S")
@@ -32,13 +33,16 @@ class LogView(QPlainTextEdit):
             self.add(f"{tag}: queued on {data.get('device')} (input {data.get('input') or 'latest'})")
         elif event.kind == "started":
             params = ", ".join(f"{k}={v}" for k, v in data.get("params", {}).items())
+            self._inputs[event.run_id] = data.get("input")
             self.add(f"{tag}: started on {data.get('input')} ({params})")
         elif event.kind == "log":
             self.add(f"{tag}: {data.get('message')}", data.get("level", "info"))
         elif event.kind == "finished":
             status = data.get("status")
+            variant, measured = data.get("variant"), self._inputs.pop(event.run_id, None)
             if status == "ok":
-                what = f"new variant {data['variant']}" if data.get("variant") else "done"
+                what = ("done" if not variant else f"measured {variant}" if variant == measured
+                        else f"new variant {variant}")
                 acc = data.get("metrics", {}).get("accuracy")
                 extra = f", accuracy {100 * acc:.2f} %" if isinstance(acc, float) else ""
                 self.add(f"{tag}: {what}{extra} in {data.get('seconds', 0):.1f} s")
