@@ -220,6 +220,7 @@ class TrainLoop:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.stale = 0
         self.global_step = 0
+        self.last_val_accuracy: float | None = None
 
     # checkpoints ----------------------------------------------------------------------------------------------
     def resume(self) -> bool:
@@ -266,6 +267,7 @@ class TrainLoop:
                     continue
                 raise
             val = ctx.accuracy(self.net, "val")
+            self.last_val_accuracy = val.get("accuracy")
             lr = self.optimizer.param_groups[0]["lr"]
             ctx.log(step=self.global_step, epoch=epoch, train_loss=train_loss, val_loss=val.get("loss", math.nan),
                     val_accuracy=val.get("accuracy", math.nan), lr=lr, samples_per_s=samples / max(seconds, 1e-9))
@@ -283,7 +285,19 @@ class TrainLoop:
             epoch += 1
         if s.patience > 0 and self.best_state is not None:
             self.model.load_state_dict(self.best_state)
+        self._flag_chance_level()
         return self.dist.unwrap(self.model) if self.dist is not None else self.model
+
+    def _flag_chance_level(self) -> None:
+        """A run can end "ok" with a model that learned nothing (every ReLU dead after a too-large step): say so
+        and mark the variant, rather than let it pass for a result."""
+        classes = self.ctx.data.info.num_classes or 0
+        accuracy = self.last_val_accuracy
+        if classes < 2 or accuracy is None or not math.isfinite(accuracy) or accuracy > 1.5 / classes:
+            return
+        self.ctx.warn(f"validation accuracy {accuracy:.3f} is at chance level for {classes} classes: the model did "
+                      f"not learn; try a lower learning rate (lr={self.s.lr:g}) or more epochs")
+        self.ctx.mark("at chance level")
 
     def _early_stop(self, val_loss: float) -> bool:
         if self.s.patience <= 0:

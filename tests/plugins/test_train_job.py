@@ -255,3 +255,11 @@ def test_diverging_adam_fails_the_job_and_keeps_the_workspace(make_session, runn
     assert out.status == "failed"
     assert "the loss diverged at epoch 1" in out.error and "lr=1e+06" in out.error
     assert [v.id for v in session.workspace.variants()] == [root]
+
+
+def test_a_model_that_learned_nothing_is_flagged(make_session, runner_for):
+    session, root, out = _train(make_session, runner_for, {"epochs": 1, "lr": 0.0})
+    assert out.status == "ok", out.error
+    assert out.metrics["accuracy"] <= 0.15 and "at chance level" in out.marks
+    learned = _train(make_session, runner_for, {"epochs": 3, "lr": 0.005}, out=session.workspace.root.parent / "b")[2]
+    assert learned.metrics["accuracy"] > 0.8 and "at chance level" not in learned.marks
