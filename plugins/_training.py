@@ -317,7 +317,7 @@ class TrainLoop:
         else:
             loader = ctx.data.loader("train", batch_size=self.batch_size, seed=ctx.seed + epoch)
         total_batches = len(loader)
-        self._loss_sum, self._count, start = 0.0, 0, time.perf_counter()
+        loss_sum, count, start = 0.0, 0, time.perf_counter()
         pending: list[tuple[int, int, torch.Tensor, int]] = []  # (batch index, global step, loss, samples)
         device = ctx.device
         for i, (x, y) in enumerate(loader, 1):
@@ -346,20 +346,22 @@ class TrainLoop:
             self.global_step += 1
             pending.append((i, self.global_step, loss.detach(), y.shape[0]))
             if len(pending) >= self.read_every or i == total_batches:
-                self._read_losses(pending, epoch)
+                group_sum, group_count = self._read_losses(pending, epoch)
+                loss_sum, count = loss_sum + group_sum, count + group_count
                 pending.clear()
             ctx.progress((epoch - 1) * total_batches + i, s.epochs * total_batches,
                          text=f"epoch {epoch}/{s.epochs}")
-        loss_sum, count = self._loss_sum, self._count
         if self.dist is not None:
             loss_sum, total = self.dist.sum(loss_sum, count)
             count = int(total)
         return loss_sum / max(count, 1), time.perf_counter() - start, count
 
-    def _read_losses(self, pending: list[tuple[int, int, torch.Tensor, int]], epoch: int) -> None:
+    def _read_losses(self, pending: list[tuple[int, int, torch.Tensor, int]], epoch: int) -> tuple[float, int]:
         """Bring the step losses to the host in one transfer (one GPU sync per ``read_every`` steps instead of
-        one per step), then check and log them step by step as if each had been read at once."""
+        one per step), then check and log them step by step as if each had been read at once; returns the
+        group's loss sum over samples and its sample count."""
         s = self.s
+        loss_sum, count = 0.0, 0
         values = torch.stack([loss.float() for _, _, loss, _ in pending]).tolist()
         for (i, step, _, samples), value in zip(pending, values, strict=True):
             if not math.isfinite(value):
@@ -369,10 +371,10 @@ class TrainLoop:
                 raise JobFailed(f"the loss diverged at epoch {epoch}, step {i}: smoothed {self.divergence.smoothed:.4g}"
                                 f", over {s.diverge_factor:g}x its start ({self.divergence.start:.4g}); lower the "
                                 f"learning rate (lr={s.lr:g}) or enable grad_clip")
-            self._loss_sum += value * samples
-            self._count += samples
+            loss_sum, count = loss_sum + value * samples, count + samples
             if step % s.log_every == 0:
                 self.ctx.log(step=step, loss=value)
+        return loss_sum, count
 
     def _sync_extra(self) -> None:
         """Average the gradients of trainable parameters outside the wrapped model (DDP syncs the rest)."""

@@ -158,7 +158,9 @@ class VariantsTable(QTableView):
         if not variant_id or variant_id == "…":
             return
         self.select(variant_id)
-        self.menu_for(variant_id).exec(self.viewport().mapToGlobal(pos))
+        menu = self.menu_for(variant_id)
+        menu.exec(self.viewport().mapToGlobal(pos))
+        menu.deleteLater()  # a menu per right-click: none may pile up as children of the table
 
     def set_variants(self, variants: list[Any]) -> None:
         current = self.selected_id()
