@@ -14,6 +14,8 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
+from .threads import ThreadPerTask
+
 
 class Bridge(QObject):
     """Delivers worker-thread items to the GUI thread. ``events`` carries a list of JobEvents per tick."""
@@ -28,7 +30,7 @@ class Bridge(QObject):
         self._timer.setInterval(max(1, int(1000 / hz)))
         self._timer.timeout.connect(self.flush)
         self._timer.start()
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="workbench-ui")
+        self._pool = ThreadPerTask(max_workers=2, name="workbench-ui")  # see threads.py: no idle torch pools
 
     # any thread ------------------------------------------------------------------------------------------------
     def push_event(self, event: Any) -> None:
@@ -44,7 +46,7 @@ class Bridge(QObject):
 
     def run_in_background(self, fn: Callable[[], Any], on_done: Callable[[Any], None] | None = None,
                           on_error: Callable[[BaseException], None] | None = None) -> concurrent.futures.Future:
-        """Run ``fn`` on a pool thread; its result (or exception) is handed to the callbacks on the GUI thread."""
+        """Run ``fn`` on a thread of its own; its result (or exception) is handed to the callbacks on the GUI thread."""
         future = self._pool.submit(fn)
 
         def finished(f: concurrent.futures.Future) -> None:

@@ -7,7 +7,6 @@ and the scene holds one light item per node plus a few path items for all edges,
 
 from __future__ import annotations
 
-import concurrent.futures
 from collections.abc import Callable
 
 import numpy as np
@@ -19,6 +18,7 @@ from workbench.core.graph.ir import Edge, Graph, Node
 from workbench.core.graph.layout import Layout, layered_layout
 
 from .graph_items import NODE_H, EdgesItem, NodeItem, edge_path, fonts, node_width
+from .threads import ThreadPerTask
 
 ASYNC_THRESHOLD = 2000  # nodes; above this the layout leaves the GUI thread
 EDGE_CHUNK = 400  # edges per path item
@@ -94,7 +94,7 @@ class GraphView(QGraphicsView):
         self._bridge.laid_out.connect(self._on_laid_out, Qt.ConnectionType.QueuedConnection)
         self._bridge.built.connect(self._on_built, Qt.ConnectionType.QueuedConnection)
         self._bridge.failed.connect(self._on_failed, Qt.ConnectionType.QueuedConnection)
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool: ThreadPerTask | None = None
         self._gen = 0
         self.graph: Graph | None = None
         self.shown: Graph | None = None
@@ -162,9 +162,9 @@ class GraphView(QGraphicsView):
                     return self._items.get(f"group:{gid}")
         return item
 
-    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+    def _executor(self) -> ThreadPerTask:
         if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="graph-layout")
+            self._pool = ThreadPerTask(1, name="graph-layout")
         return self._pool
 
     def _rebuild(self) -> None:
