@@ -72,3 +72,12 @@ def test_shutdown_without_cancel_still_runs_queued_work():
     pool.shutdown(wait=False)
     gate.set()
     assert queued.result(timeout=5) == "ran"
+
+
+def test_shutdown_with_wait_waits_for_queued_work_too():
+    pool = ThreadPerTask(1, name="t")
+    done = []
+    for i in range(3):
+        pool.submit(lambda i=i: (time.sleep(0.05), done.append(i)))
+    pool.shutdown(wait=True)
+    assert done == [0, 1, 2]

@@ -54,10 +54,10 @@ class ThreadPerTask:
                 except BaseException as exc:  # noqa: BLE001 - handed to the future, as an executor does
                     future.set_exception(exc)
         finally:
-            with self._lock:
-                self._threads.discard(threading.current_thread())
             self._slots.release()
             self._start_next()  # after a shutdown without cancel_futures, queued tasks still run
+            with self._lock:  # only now: shutdown(wait=True) never sees no thread while work is queued
+                self._threads.discard(threading.current_thread())
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
         with self._lock:
@@ -66,6 +66,8 @@ class ThreadPerTask:
             threads = list(self._threads)
         for future, _fn in waiting:
             future.cancel()
-        if wait:
+        while wait and threads:  # tasks still queued start as running ones end: wait for those too
             for thread in threads:
                 thread.join()
+            with self._lock:
+                threads = list(self._threads)
