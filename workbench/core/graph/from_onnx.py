@@ -13,33 +13,10 @@ from pathlib import Path
 
 import onnx
 
+from . import onnx_shapes
 from .ir import Edge, Graph, Group, Node, categorize
 
 _CONTROL_FLOW = {"If", "Loop", "Scan"}
-
-
-def _dims(tensor_type) -> tuple | None:
-    if not tensor_type.HasField("shape"):
-        return None
-    out = []
-    for d in tensor_type.shape.dim:
-        if d.HasField("dim_value"):
-            out.append(int(d.dim_value))
-        elif d.HasField("dim_param"):
-            out.append(d.dim_param)
-        else:
-            out.append(None)
-    return tuple(out)
-
-
-def _value_shapes(graph: onnx.GraphProto) -> dict[str, tuple | None]:
-    shapes: dict[str, tuple | None] = {}
-    for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
-        if vi.type.HasField("tensor_type"):
-            shapes[vi.name] = _dims(vi.type.tensor_type)
-    for init in graph.initializer:
-        shapes[init.name] = tuple(int(d) for d in init.dims)
-    return shapes
 
 
 def _numel(shape: tuple | None) -> int:
@@ -90,30 +67,81 @@ def _attrs(node: onnx.NodeProto) -> dict:
     return out
 
 
-def _macs(op: str, ins: list[str], out_shape: tuple | None, shape: dict, attrs: dict) -> int:
-    """Multiply-accumulates from shapes for the ops that dominate compute."""
+#: op -> (input position of the weight, of the activation); QLinear ops interleave scales and zero points
+_CONV_OPS = {"Conv": (1, 0), "ConvInteger": (1, 0), "QLinearConv": (3, 0), "FusedConv": (1, 0),
+             "ConvTranspose": (1, 0)}
+_GEMM_OPS = {"Gemm": (1, 0), "QGemm": (3, 0), "FusedGemm": (1, 0)}
+_MATMUL_OPS = {"MatMul": (1, 0), "MatMulInteger": (1, 0), "QLinearMatMul": (3, 0), "FusedMatMul": (1, 0),
+               "DynamicQuantizeMatMul": (1, 0), "MatMulIntegerToFloat": (1, 0)}
+
+
+def _int(d) -> int:
+    return d if isinstance(d, int) and d > 0 else 1
+
+
+def _macs(op: str, ins: list[str], out_shape: tuple | None, shape, attrs: dict) -> int:
+    """Multiply-accumulates from shapes for the ops that dominate compute, float or quantized.
+
+    ``shape(name)`` gives a tensor's shape, weights seen through DequantizeLinear (QDQ format).
+    Symbolic (batch) dims count as 1, so a graph with a dynamic batch gives MACs per sample.
+    """
     out_n = _numel(out_shape)
     if not out_n:
         return 0
 
     def sh(i: int) -> tuple | None:
-        return shape.get(ins[i]) if i < len(ins) else None
+        return shape(ins[i]) if i < len(ins) and ins[i] else None
 
-    if op in ("Conv", "ConvInteger", "QLinearConv", "ConvTranspose"):
-        w = sh(3 if op == "QLinearConv" else 1)
+    if op in _CONV_OPS:
+        w = sh(_CONV_OPS[op][0])
         if w is None or len(w) < 3:
             return 0
         k = _numel(w[2:])
         if op == "ConvTranspose":
-            return _numel(sh(0)) * (w[1] if isinstance(w[1], int) else 1) * k
-        return out_n * (w[1] if isinstance(w[1], int) else 1) * k
-    if op in ("Gemm", "MatMul", "MatMulInteger", "QLinearMatMul"):
-        a = sh(0)
-        if not a:
+            return _numel(sh(0)) * _int(w[1]) * k
+        return out_n * _int(w[1]) * k
+    if op in _GEMM_OPS:
+        wi, ai = _GEMM_OPS[op]
+        b, a = sh(wi), sh(ai)
+        if b is not None and len(b) == 2:
+            k = b[1] if attrs.get("transB") else b[0]
+        elif a:
+            k = a[0] if attrs.get("transA") else a[-1]
+        else:
             return 0
-        k = a[0] if op == "Gemm" and attrs.get("transA") else a[-1]
-        return out_n * (k if isinstance(k, int) else 1)
+        return out_n * _int(k)
+    if op in _MATMUL_OPS:
+        wi, ai = _MATMUL_OPS[op]
+        a, b = sh(ai), sh(wi)
+        if a:
+            k = a[-2] if attrs.get("transA") and len(a) > 1 else a[-1]
+        elif b and len(b) >= 2:
+            k = b[-1] if attrs.get("transB") else b[-2]
+        else:
+            return 0
+        return out_n * _int(k)
+    if op == "MatMulNBits":
+        return out_n * _int(attrs.get("K", 0))
     return 0
+
+
+def macs_per_sample(model: onnx.ModelProto | str | Path) -> int:
+    """MACs for one sample: the graph's total divided by its fixed batch, if the first input has one.
+
+    A graph exported with a dynamic batch already counts per sample (symbolic dims count as 1), so the
+    caller's own batch size must not divide it again.
+    """
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model), load_external_data=False)
+    graph = graph_from_onnx(model)
+    inits = {i.name for i in model.graph.initializer}
+    first = next((vi for vi in model.graph.input if vi.name not in inits), None)
+    batch = 1
+    if first is not None and first.type.HasField("tensor_type"):
+        dims = onnx_shapes.dims(first.type.tensor_type) or ()
+        if len(dims) >= 2 and isinstance(dims[0], int) and dims[0] > 0:
+            batch = dims[0]
+    return int(graph.macs // batch)
 
 
 def _group_of(name: str) -> list[str]:
@@ -128,15 +156,17 @@ def graph_from_onnx(model: onnx.ModelProto | str | Path, infer_shapes: bool = Tr
     """Build the IR of an ONNX model (a proto or a path; external weight data is not loaded)."""
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model), load_external_data=False)
-    note = ""
-    inferred = model
     if infer_shapes:
-        try:
-            inferred = onnx.shape_inference.infer_shapes(model)
-        except Exception as exc:  # noqa: BLE001 - a model that fails inference is still drawable
-            note = f"ONNX shape inference failed ({type(exc).__name__}); shapes are partial"
+        inferred, shape, note = onnx_shapes.infer(model)
+    else:
+        inferred, note = model, ""
+        shape = onnx_shapes.collect(model.graph)[0]
     g = inferred.graph
-    shape = _value_shapes(g)
+    producers = {t: n for n in g.node for t in n.output if t}
+
+    def weight_shape(name: str) -> tuple | None:
+        return onnx_shapes.const_shape(name, producers, shape)
+
     init_size = {i.name: _numel(tuple(int(d) for d in i.dims)) or 1 for i in g.initializer}
 
     nodes: list[Node] = []
@@ -175,7 +205,7 @@ def graph_from_onnx(model: onnx.ModelProto | str | Path, infer_shapes: bool = Tr
             inputs=[t for t in ins if t], outputs=list(n.output),
             input_shapes=[shape.get(t) for t in ins if t], output_shapes=out_shapes,
             params=sum(init_size.get(t, 0) for t in dict.fromkeys(ins) if t),
-            macs=_macs(n.op_type, ins, out_shapes[0] if out_shapes else None, shape, attrs),
+            macs=_macs(n.op_type, ins, out_shapes[0] if out_shapes else None, weight_shape, attrs),
             attrs=attrs,
         )
         nodes.append(node)

@@ -20,7 +20,8 @@ CATEGORIES = (
 LAYER_CATEGORIES = ("conv", "linear", "pooling", "activation")
 
 _QUANT = {"quantizelinear", "dequantizelinear", "dynamicquantizelinear", "convinteger",
-          "matmulinteger", "quantize_per_tensor", "dequantize", "quantize_per_channel"}
+          "matmulinteger", "quantize_per_tensor", "dequantize", "quantize_per_channel", "qgemm",
+          "matmulintegertofloat"}
 _CONV = ("conv", "convolution", "conv_transpose", "convtranspose")
 _LINEAR = {"linear", "gemm", "matmul", "mm", "bmm", "addmm", "einsum", "baddbmm", "matmulnbits"}
 _NORM = ("batchnorm", "batch_norm", "layernorm", "layer_norm", "groupnorm", "group_norm",
