@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--new-plugin", metavar="NAME", help="scaffold an installable plugin package")
     p.add_argument("--dir", default=".", help="where --new-plugin writes the package")
     p.add_argument("--plugin-path", action="append", default=[], metavar="DIR",
-                   help="also load plugins from this development folder")
+                   help="also load plugins from this development folder (as do the folders in "
+                        "WORKBENCH_PLUGIN_PATH, separated by os.pathsep)")
     p.add_argument("--workspace", help="open the app on this workspace folder")
     p.add_argument("--smoke-test", action="store_true",
                    help="check the install: open the window offscreen, train the demo one epoch, exit 0")
@@ -79,10 +80,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.plugin_path:
-        from workbench.core.jobs.devplugins import load_plugin_folders
+    if args.plugin_path or os.environ.get("WORKBENCH_PLUGIN_PATH"):
+        from workbench.core.jobs.devplugins import load_plugin_path
 
-        load_plugin_folders([Path(p) for p in args.plugin_path])
+        load_plugin_path([Path(p) for p in args.plugin_path])  # also exported for the job worker processes
     if args.list_plugins:
         return _list_plugins()
     if args.list_models:

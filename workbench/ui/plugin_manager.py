@@ -2,9 +2,10 @@
 enable/disable kept in settings; development folders added and reloaded without restarting the app.
 
 Settings: ``plugins/disabled`` (job names) and ``plugins/paths`` (development folders). ``apply_saved_settings``
-applies both at start-up; the dialog keeps them in step with ``registry().disabled``. Reloading (importing
-plugin code, which may import torch) runs on a worker thread; ``pluginsChanged`` tells the app to rebuild its
-job list.
+applies both at start-up, with the folders of ``WORKBENCH_PLUGIN_PATH``; every folder loaded is exported into
+that variable so the job worker processes load it too. The dialog keeps them in step with
+``registry().disabled``. Reloading (importing plugin code, which may import torch) runs on a worker thread;
+``pluginsChanged`` tells the app to rebuild its job list.
 """
 
 from __future__ import annotations
@@ -62,15 +63,28 @@ def plugin_folders() -> list[Path]:
 
 
 def apply_saved_settings(reg: Registry | None = None) -> list[str]:
-    """At start-up: disable the saved jobs and load the saved development folders; returns the problems."""
-    from workbench.core.jobs.devplugins import load_plugin_folders
+    """At start-up: disable the saved jobs and load the saved development folders and those of
+    ``WORKBENCH_PLUGIN_PATH`` (unless the command line loaded them already); returns the problems."""
+    from workbench.core.jobs.devplugins import (
+        ENV_VAR,
+        env_plugin_folders,
+        export_plugin_folders,
+        load_plugin_folders,
+        load_plugin_path_from_env,
+    )
 
     reg = reg or registry()
     reg.disabled = saved_disabled()
     problems = []
+    for folder in env_plugin_folders():
+        try:
+            load_plugin_path_from_env(into=reg, environ={ENV_VAR: str(folder)}, skip_loaded=True)
+        except Exception as exc:  # noqa: BLE001 - a missing folder is reported, never fatal
+            problems.append(str(exc) if ENV_VAR in str(exc) else f"{ENV_VAR} {folder}: {exc}")
     for folder in saved_plugin_paths():
         try:
             load_plugin_folders([folder], into=reg)
+            export_plugin_folders([folder])
         except Exception as exc:  # noqa: BLE001 - a missing folder is reported, never fatal
             problems.append(f"{folder}: {exc}")
     return problems
@@ -78,12 +92,13 @@ def apply_saved_settings(reg: Registry | None = None) -> list[str]:
 
 def _reload(reg: Registry, folders: list[Path]) -> list[str]:
     """Worker thread: re-import the development folders, re-read the entry points, import every plugin."""
-    from workbench.core.jobs.devplugins import load_plugin_folders
+    from workbench.core.jobs.devplugins import export_plugin_folders, load_plugin_folders
 
     problems = []
     for folder in folders:
         try:
             load_plugin_folders([folder], into=reg)
+            export_plugin_folders([folder])
         except Exception as exc:  # noqa: BLE001
             problems.append(f"{folder}: {exc}")
     reg.discover(force=True)

@@ -5,6 +5,10 @@ every ``Job`` subclass with a ``name`` defined there is registered with ``origin
 import (syntax error, missing module, a ``Param`` without a type annotation) is listed as a failed plugin under
 its file name; it never stops the others. Loading a folder again (the plugin manager's "Reload") re-imports its
 code from disk and replaces what the folder registered before.
+
+``WORKBENCH_PLUGIN_PATH`` (folders separated by ``os.pathsep``) names folders the same way. Every folder loaded
+through :func:`load_plugin_path` is also appended to that variable, so a child process (a job's worker, started
+with the "spawn" method) that calls :func:`load_plugin_path_from_env` sees the same plugins as its parent.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import inspect
+import os
 import pkgutil
 import sys
 import traceback
@@ -21,6 +26,8 @@ from types import ModuleType
 from workbench.core.errors import InputError
 from workbench.core.jobs.registry import Registry, registry
 
+ENV_VAR = "WORKBENCH_PLUGIN_PATH"
+
 _loaded: dict[str, Path] = {}  # folder (as given to the registry's origin) -> path, in load order
 
 
@@ -29,20 +36,68 @@ def loaded_folders() -> list[Path]:
     return list(_loaded.values())
 
 
-def load_plugin_folders(paths: list[Path], into: Registry | None = None) -> list[str]:
+def load_plugin_folders(paths: list[Path], into: Registry | None = None, source: str = "--plugin-path") -> list[str]:
     """Import the jobs of each folder into the registry; returns the job names registered.
 
-    A folder that does not exist is the user's error (InputError); a broken plugin inside one is not.
+    A folder that does not exist is the user's error (InputError, naming ``source``); a broken plugin inside
+    one is not.
     """
     reg = into or registry()
     names: list[str] = []
     for raw in paths:
         folder = Path(raw).expanduser().resolve()
         if not folder.is_dir():
-            raise InputError(f"--plugin-path {raw}: not a folder")
+            raise InputError(f"{source} {raw}: not a folder")
         names += _load_folder(folder, reg)
         _loaded[str(folder)] = folder
     return names
+
+
+def env_plugin_folders(environ: dict[str, str] | None = None) -> list[Path]:
+    """The folders named in ``WORKBENCH_PLUGIN_PATH``, in order, empty entries skipped."""
+    value = (os.environ if environ is None else environ).get(ENV_VAR, "")
+    return [Path(p) for p in value.split(os.pathsep) if p.strip()]
+
+
+def export_plugin_folders(paths: list[Path], environ: dict[str, str] | None = None) -> None:
+    """Append folders to ``WORKBENCH_PLUGIN_PATH`` (once each), so a spawned child process inherits them."""
+    env = os.environ if environ is None else environ
+    current = env_plugin_folders(env)
+    known = {_key(p) for p in current}
+    added = [p for p in (Path(p).expanduser().resolve() for p in paths) if _key(p) not in known]
+    added = list(dict.fromkeys(added))
+    if added:
+        env[ENV_VAR] = os.pathsep.join(str(p) for p in [*current, *added])
+
+
+def load_plugin_path_from_env(into: Registry | None = None, environ: dict[str, str] | None = None,
+                              skip_loaded: bool = False) -> list[str]:
+    """Load the folders of ``WORKBENCH_PLUGIN_PATH`` into the registry; returns the job names registered.
+
+    Qt-free, so a worker process calls it at start. ``skip_loaded`` leaves out folders this process loaded
+    already (the app, after the command line loaded them). A missing folder raises InputError naming the variable.
+    """
+    folders = env_plugin_folders(environ)
+    if skip_loaded:
+        folders = [f for f in folders if str(f.expanduser().resolve()) not in _loaded]
+    return load_plugin_folders(folders, into=into, source=ENV_VAR)
+
+
+def load_plugin_path(cli_paths: list[Path], into: Registry | None = None) -> list[str]:
+    """What the command line does: ``WORKBENCH_PLUGIN_PATH``'s folders, then ``--plugin-path``'s, which are then
+    exported into the variable for child processes. Returns the job names registered."""
+    names = load_plugin_path_from_env(into=into)
+    from_env = {_key(f) for f in env_plugin_folders()}
+    names += load_plugin_folders([p for p in cli_paths if _key(p) not in from_env], into=into)
+    export_plugin_folders(list(cli_paths))
+    return names
+
+
+def _key(path: Path) -> str:
+    try:
+        return str(Path(path).expanduser().resolve())
+    except OSError:
+        return str(path)
 
 
 def _load_folder(folder: Path, reg: Registry) -> list[str]:
