@@ -41,6 +41,14 @@ def build_from_recipe(recipe: dict[str, Any]) -> nn.Module:
         model = build_zoo_model(recipe["name"], shape, classes, options)
     elif kind == "py":
         model = _build_py(recipe["target"], recipe["attr"], options, shape, classes)
+    elif kind == "stack":
+        from workbench.core.models.stack import build_stack
+
+        model = build_stack(recipe["layers"], shape, classes, vocab_size=recipe.get("vocab_size"))
+    elif kind == "keras":
+        from workbench.core.models.keras_import import build_converted
+
+        model = build_converted(recipe)
     else:
         raise InputError(f"unknown model recipe kind {kind!r}")
     return set_recipe(model, recipe)
@@ -60,6 +68,10 @@ def load_model(spec: str, info: DatasetInfo, *, weights: str | None = None, trus
         recipe = {"kind": "zoo", "name": name, "options": options,
                   "input_shape": list(info.input_shape), "num_classes": info.num_classes}
         model = build_from_recipe(recipe)
+    elif spec.startswith("stack:"):
+        from workbench.core.models.stack import stack_recipe
+
+        model = build_from_recipe(stack_recipe(spec, info.input_shape, info.num_classes, info.vocab_size))
     elif spec.startswith("py:"):
         target, attr, options = _parse_py_spec(spec)
         recipe = {"kind": "py", "target": target, "attr": attr, "options": options,
@@ -78,18 +90,26 @@ def load_model_file(path: Path, *, trust: bool = False) -> Any:
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     if path.is_dir():
+        if (path / "saved_model.pb").is_file() and not (path / "meta.json").exists():
+            from workbench.core.models.keras_import import load_saved_model
+
+            return load_saved_model(path)
         return load_variant_folder(path)
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return OnnxModel.load_checked(path)
     if suffix == ".pt2":
         return load_pt2(path)
+    if suffix in (".keras", ".h5", ".hdf5"):
+        from workbench.core.models.keras_import import load_keras_file
+
+        return load_keras_file(path)
     if suffix in (".pt", ".pth"):
         return _load_pickle_file(path, trust)
     if suffix == ".safetensors":
         raise InputError(f"{path}: a .safetensors file holds weights only; give the architecture with "
                          f"--model zoo:NAME (or py:...) --weights {path}")
-    raise InputError(f"{path}: unknown model file type {suffix!r} (expected .onnx, .pt2, .pt, .pth, .safetensors)")
+    raise InputError(f"{path}: unknown model file type {suffix!r} (expected .onnx, .pt2, .pt, .pth, .safetensors, .keras, .h5)")
 
 
 def load_variant_folder(folder: Path) -> Any:

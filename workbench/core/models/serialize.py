@@ -18,6 +18,7 @@ from workbench.core.errors import InputError
 from workbench.core.workspace.atomic import atomic_write_bytes, atomic_write_text
 
 RECIPE_ATTR = "workbench_recipe"
+RECIPE_KINDS = ("zoo", "py", "stack", "keras")  # the kinds loading.build_from_recipe rebuilds
 _SHAPE_ATTRS = (
     "in_channels", "out_channels", "groups", "in_features", "out_features", "num_features",
     "normalized_shape", "num_embeddings", "embedding_dim", "input_size", "hidden_size", "embed_dim",
@@ -101,7 +102,7 @@ def save_torch_model(model: nn.Module, folder: Path, recipe: dict[str, Any] | No
     from safetensors.torch import save
 
     model = model.eval()
-    if recipe is not None and recipe.get("kind") in ("zoo", "py"):
+    if recipe is not None and recipe.get("kind") in RECIPE_KINDS:
         state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
         data = save(state)
         atomic_write_bytes(folder / "model.safetensors", data)
