@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from workbench.core.batch import open_session
-from workbench.core.jobs.runner import JobRequest, Runner
+from workbench.core.execution.runner import JobRequest, Runner
 from workbench.core.models.loading import load_model
 from workbench.core.pipeline import Pipeline
 

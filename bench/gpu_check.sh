@@ -71,7 +71,7 @@ from workbench.core.batch import open_session
 from workbench.core.distributed import LaunchingRegistry, LaunchOptions
 from workbench.core.export import export_onnx
 from workbench.core.jobs.runner import JobRequest, Runner
-from workbench.core.measure import bench_batch, latency_onnx_ms, latency_torch_ms
+from workbench.core.variants.measure import bench_batch, latency_onnx_ms, latency_torch_ms
 from workbench.core.models import build_zoo_model
 from workbench.core.pipeline import Pipeline
 

@@ -22,8 +22,8 @@ def main(argv: list[str]) -> int:
     from PySide6.QtWidgets import QApplication
 
     from workbench.core.batch import open_session
+    from workbench.core.execution.runner import JobRequest, Runner
     from workbench.core.graph import diff_graphs, graph_from_torch
-    from workbench.core.jobs.runner import JobRequest, Runner
     from workbench.core.models.loading import load_variant_folder
     from workbench.core.pipeline import Pipeline
     from workbench.ui.graph_view import GraphView

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from workbench.core.export import export_onnx
-from workbench.core.jobs.session import resolve_device
-from workbench.core.measure import count_macs, count_params, latency_onnx_ms, latency_torch_ms
+from workbench.core.execution.session import resolve_device
 from workbench.core.models import build_zoo_model
+from workbench.core.variants.export import export_onnx
+from workbench.core.variants.measure import count_macs, count_params, latency_onnx_ms, latency_torch_ms
 from workbench_plugins import _pruning as P
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workbench.core.export import export_onnx
 from workbench.core.models.zoo import build_zoo_model
+from workbench.core.variants.export import export_onnx
 from workbench_plugins import _quant_ort as qo
 from workbench_plugins._quant_ort import Candidate
 

@@ -34,14 +34,14 @@ def plain_loop(data, model, epochs: int, batch_size: int, seed: int) -> list[flo
 
 def our_loop(model_spec: str, dataset: str, epochs: int, batch_size: int, seed: int) -> list[float]:
     from workbench.core.batch import open_session
-    from workbench.core.jobs.runner import JobRequest, Runner
+    from workbench.core.execution.runner import JobRequest, Runner
     from workbench.core.pipeline import Pipeline
 
     with tempfile.TemporaryDirectory() as tmp:
         session, root = open_session(Pipeline(model=model_spec, dataset=dataset, seed=seed, device="cpu", out=tmp))
         runner = Runner(session)
         params = {"epochs": epochs, "batch_size": batch_size, "augment": "none"}
-        outcome = runner.run(JobRequest("train", params, root, "cpu", seed), inline=True)  # as batch mode does
+        outcome = runner.run(JobRequest("train", params, root, "cpu", seed))  # in this process, on this thread
         runner.shutdown()
         session.workspace.close()
     if outcome.status != "ok":

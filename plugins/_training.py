@@ -2,7 +2,7 @@
 
 The loop is a plain PyTorch loop with the bookkeeping a practitioner expects (schedules, clipping, AMP, early
 stopping, checkpoints, non-finite loss detection); per step it adds only a cancel check and one metric event.
-Inside a data-parallel rank (``ctx.distributed``, set by ``workbench.core.distributed_worker``) the model is
+Inside a data-parallel rank (``ctx.parallel``, set by ``workbench.core.execution.distributed_rank``) the model is
 wrapped (DDP or FSDP2), each rank takes its DistributedSampler share of every global batch, and epoch metrics are
 reduced over the ranks, so every rank takes the same early-stopping and schedule decisions.
 """
@@ -48,6 +48,8 @@ class TrainSettings:
 
 class TrainingJob(Job):
     """The parameters every job that trains shares (train, distill): one declaration, one form section."""
+
+    data_parallel = True  # processes > 1 runs the job in torch.distributed ranks (ctx.parallel inside them)
 
     epochs: int = Param(10, min=1, max=10000, help="passes over the train split")
     batch_size: int = Param(32, min=1, max=65536, help="samples per step")
@@ -140,8 +142,8 @@ def check_fits(model: nn.Module, ctx: JobContext) -> None:
 
 
 def check_launched(processes: int, ctx: JobContext) -> None:
-    """``processes > 1`` is honoured by the runner's launching registry, which runs the job inside ranks."""
-    if processes > 1 and getattr(ctx, "distributed", None) is None:
+    """``processes > 1`` is honoured by the runner's distributed executor, which runs the job inside ranks."""
+    if processes > 1 and ctx.parallel is None:
         raise InputError(f"processes={processes} needs the distributed launcher: run it from the app, or with "
                          "workbench --batch (--nproc-per-node N)")
 
@@ -194,7 +196,7 @@ class TrainLoop:
     def __init__(self, ctx: JobContext, model: nn.Module, settings: TrainSettings, loss_fn: LossFn,
                  checkpoint: Path | None = None, extra_params: list[nn.Parameter] | None = None) -> None:
         self.ctx, self.model, self.s, self.loss_fn = ctx, model, settings, loss_fn
-        self.dist = getattr(ctx, "distributed", None)
+        self.dist = ctx.parallel
         self.extra = list(extra_params or [])
         if not any(p.requires_grad for p in model.parameters()) and not self.extra:
             raise InputError("nothing to train: every parameter is frozen")

@@ -19,10 +19,11 @@ class EvaluateJob(Job):
 
     def run(self, ctx: JobContext) -> None:
         metrics = ctx.evaluate(ctx.model, split=self.split)
-        ctx.result["metrics"] = metrics
+        ctx.report_metrics(metrics)
         if self.record:
             # the variant's accuracy and loss are test-split figures: another split's would mislabel them
             kept = {k: v for k, v in metrics.items() if self.split == "test" or k not in ("accuracy", "loss")}
-            ctx.record_metrics(**{k: v for k, v in kept.items() if isinstance(v, int | float)})
-        ctx.info(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+            ctx.report_metrics(kept, store=True)
+        ctx.info(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
+                           if not isinstance(v, list | dict)))
         return None

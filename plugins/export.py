@@ -39,7 +39,7 @@ class ExportJob(Job):
             ctx.info(f"exported with the {result.exporter} exporter (opset {result.opset}) to {result.path}; "
                      f"max abs difference {result.max_abs_diff:.2e}, top-1 agreement {result.top1_agreement:.4f}")
         ctx.progress(1, 2, "measuring")
-        ctx.result["metrics"] = ctx.evaluate(OnnxModel(target, ctx.device))
+        ctx.report_metrics(ctx.evaluate(OnnxModel(target, ctx.device)))
         ctx.progress(2, 2, "done")
         return None
 

@@ -49,8 +49,8 @@ class PruneSensitivityJob(Job):
             "coupled": {layer.name: list(layer.coupled) for layer in sens["layers"] if layer.coupled},
             "ratios": [f"{r:g}" for r in ratios], "amount": self.amount,
         })
-        ctx.result["metrics"] = {"val_accuracy": round(sens["baseline"]["accuracy"], 6),
-                                 "val_loss": round(sens["baseline"].get("loss", 0.0), 6), "layers": len(channels)}
+        ctx.report_metrics({"val_accuracy": round(sens["baseline"]["accuracy"], 6),
+                                 "val_loss": round(sens["baseline"].get("loss", 0.0), 6), "layers": len(channels)})
         ctx.info(_table(curves, allocation))
         return None
 

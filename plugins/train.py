@@ -30,7 +30,7 @@ class TrainJob(TrainingJob):
     def run(self, ctx: JobContext) -> nn.Module:
         model = ctx.model
         check_launched(self.processes, ctx)
-        if self.resume and getattr(ctx, "distributed", None) is not None:
+        if self.resume and ctx.parallel is not None:
             raise InputError("resume=true is not supported with processes > 1 (ranks do not checkpoint)")
         check_fits(model, ctx)
         frozen = apply_freeze(model, self.freeze)

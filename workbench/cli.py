@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the final report as JSON on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bars or table")
     p.add_argument("--verbose", action="store_true", help="tracebacks on errors")
+    p.add_argument("--inline", action="store_true",
+                   help="run jobs in this process instead of a worker process (debugging; a crash takes it down)")
     p.add_argument("--list-plugins", action="store_true", help="list the installed jobs")
     p.add_argument("--list-models", action="store_true", help="list the zoo models")
     p.add_argument("--list-datasets", action="store_true", help="list the dataset kinds")
@@ -61,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    raw = sys.argv[1:] if argv is None else argv
+    if raw[:1] == ["--worker"]:  # a job worker process of the frozen app (see core.execution.process)
+        from workbench.core.execution.worker import main as worker_main
+
+        return worker_main(raw[1:])
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
@@ -142,18 +149,24 @@ def _batch(args: argparse.Namespace) -> int:
     if pipe.model is None and not (pipe.out and Path(pipe.out, "workspace.sqlite").exists()):
         raise InputError("--batch needs --model (or an existing workspace in --out)")
     if args.nproc_per_node > 1 or args.nnodes > 1:
-        from workbench.core.distributed import run_distributed_batch
+        from workbench.core.execution.distributed import run_distributed_batch
 
         return run_distributed_batch(pipe, args)
     from workbench.core.batch import run_batch
 
-    return run_batch(pipe, trust=args.trust, as_json=args.json, quiet=args.quiet)
+    return run_batch(pipe, trust=args.trust, as_json=args.json, quiet=args.quiet, inline=args.inline)
 
 
 def _app(args: argparse.Namespace) -> int:
     import importlib
 
+    from workbench.platform_check import explain_unusable
+
+    if code := explain_unusable():  # no display, or a system library Qt needs: one line, not Qt's abort
+        return code
     os.environ.setdefault("QT_API", "pyside6")
+    if args.inline:
+        os.environ["WORKBENCH_INLINE"] = "1"  # the app's runner then runs jobs in its own process
     app_module = importlib.import_module("workbench.app")  # Qt is imported only here
     return app_module.main(model=args.model or args.model_arg, dataset=args.dataset, workspace=args.workspace,
                            trust=args.trust)

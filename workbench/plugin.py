@@ -18,10 +18,10 @@ A plugin is a ``Job`` subclass registered through the ``workbench.plugins`` entr
 from typing import Literal
 
 from workbench.core.errors import Cancelled, InputError, JobFailed
-from workbench.core.export import ExportResult, export_onnx
 from workbench.core.jobs.base import Job, JobContext
 from workbench.core.jobs.params import Param
 from workbench.core.models.onnx_model import OnnxModel, is_onnx
+from workbench.core.variants.export import ExportResult, export_onnx
 
 __all__ = [
     "Cancelled", "ExportResult", "InputError", "Job", "JobContext", "JobFailed", "Literal", "OnnxModel", "Param",

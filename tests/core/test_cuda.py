@@ -7,15 +7,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+from workbench.core.execution.runner import JobRequest, Runner
 from workbench.core.jobs.events import LOG, STARTED
-from workbench.core.jobs.runner import JobRequest, Runner
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
-def _run(session, request: JobRequest, plugins=None):
-    runner = Runner(session, plugins=plugins)
+def _run(session, request: JobRequest, launch=None):
+    runner = Runner(session, launch=launch)
     events = []
     runner.bus.subscribe(events.append)
     try:
@@ -51,9 +51,9 @@ def test_onnxruntime_cuda_provider_latency(make_session, tmp_path):
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip(f"onnxruntime {ort.__version__} has no CUDA execution provider (install onnxruntime-gpu)")
-    from workbench.core.export import export_onnx
-    from workbench.core.measure import bench_batch, latency_onnx_ms
     from workbench.core.models.onnx_model import OnnxModel
+    from workbench.core.variants.export import export_onnx
+    from workbench.core.variants.measure import bench_batch, latency_onnx_ms
 
     session, root = make_session(model="zoo:mlp:hidden=64")
     model = session.load_variant(root, "cpu").eval()
@@ -69,12 +69,11 @@ def test_onnxruntime_cuda_provider_latency(make_session, tmp_path):
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_nccl_rank_trains(make_session, strategy):
     """One launched rank on one GPU goes through torchrun, nccl, DDP/FSDP2 and the sharded validation."""
-    from workbench.core.distributed import LaunchingRegistry, LaunchOptions
+    from workbench.core.execution.distributed import LaunchOptions
 
     session, root = make_session(model="zoo:mlp:hidden=64")
-    plugins = LaunchingRegistry(options=LaunchOptions(launch_single=True))
     request = JobRequest("train", {"epochs": 3, "strategy": strategy}, root, "cuda")
-    outcome, _ = _run(session, request, plugins)
+    outcome, _ = _run(session, request, LaunchOptions(launch_single=True))
     assert outcome.status == "ok", outcome.error
     assert outcome.metrics["accuracy"] > 0.8
     assert any("val_accuracy" in m for _, m in outcome.history)
@@ -83,9 +82,7 @@ def test_nccl_rank_trains(make_session, strategy):
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
 def test_two_gpus_train_data_parallel(make_session):
-    from workbench.core.distributed import launching_registry
-
     session, root = make_session(model="zoo:mlp:hidden=64")
-    outcome, _ = _run(session, JobRequest("train", {"epochs": 3, "processes": 2}, root, "cuda"), launching_registry())
+    outcome, _ = _run(session, JobRequest("train", {"epochs": 3, "processes": 2}, root, "cuda"))
     assert outcome.status == "ok", outcome.error
     assert outcome.metrics["accuracy"] > 0.8

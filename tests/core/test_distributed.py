@@ -11,16 +11,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli
-from workbench.core.distributed import (
-    LaunchingRegistry,
+from workbench.core.errors import InputError, JobFailed
+from workbench.core.execution.distributed import (
     LaunchOptions,
     _rank_error,
     _Tail,
     run_distributed_batch,
 )
-from workbench.core.errors import InputError, JobFailed
+from workbench.core.execution.runner import JobRequest, Runner
 from workbench.core.jobs.events import METRIC
-from workbench.core.jobs.runner import JobRequest, Runner
 from workbench.core.pipeline import Pipeline, Step
 
 FAILING_PLUGIN = '''
@@ -62,7 +61,7 @@ def test_ranks_split_each_global_batch_of_the_single_process_order():
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    from workbench.core.distributed_worker import SameOrderSampler
+    from workbench.core.execution.distributed_rank import SameOrderSampler
 
     n, seed, epoch = 37, 5, 3
     generator = torch.Generator()
@@ -95,7 +94,9 @@ def test_rank_error_prefers_the_first_real_failure(tmp_path):
 
 def test_processes_without_the_launcher_is_a_clear_error(make_session):
     session, root = make_session()
-    runner = Runner(session)  # the plain registry: no launcher behind processes=2
+    from workbench.core.execution.executors import InlineExecutor
+
+    runner = Runner(session, executor=lambda device: InlineExecutor(session))  # no distributed executor behind it
     try:
         outcome = runner.run(JobRequest("train", {"epochs": 1, "processes": 2}, root, "cpu"))
     finally:
@@ -158,7 +159,7 @@ def _descendants() -> set[int]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_cancel_stops_every_rank(make_session):
     session, root = make_session(model="zoo:mlp:hidden=16")
-    runner = Runner(session, plugins=LaunchingRegistry(options=LaunchOptions()))
+    runner = Runner(session, launch=LaunchOptions())
     first_metric = threading.Event()
     runner.bus.subscribe(lambda e: first_metric.set() if e.kind == METRIC else None)
     before = _descendants()
@@ -205,7 +206,7 @@ def test_two_nodes_on_one_machine(tmp_path):
     workspace; the follower needs no copy of the model (rank 0 broadcasts the variant) and writes nothing."""
     import subprocess
 
-    from workbench.core.distributed import _free_port
+    from workbench.core.execution.distributed import _free_port
 
     port = str(_free_port())
     common = ["--batch", "--model", "zoo:seed_cnn", "--dataset", "digits", "--seed", "0", "--job",

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.core import measure
-from workbench.core.export import export_onnx
 from workbench.core.models.onnx_model import OnnxModel
+from workbench.core.variants import measure
+from workbench.core.variants.export import export_onnx
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ import time
 
 import torch
 
+from workbench.core.execution.runner import JobRequest
 from workbench.core.jobs.events import FINISHED, METRIC, STARTED
 from workbench.core.jobs.registry import registry
-from workbench.core.jobs.runner import JobRequest
 from workbench.plugin import Job, Param
 
 
@@ -50,7 +50,7 @@ class ThreadJob(Job):
 
     def run(self, ctx):
         ctx.result["thread"] = threading.current_thread().name
-        ctx.result["metrics"] = {"accuracy": 1.0}
+        ctx.report_metrics({"accuracy": 1.0})
 
 
 for cls in (SlowJob, RaisingJob, BadReturnJob, WrongShapeJob, ThreadJob):
@@ -60,7 +60,7 @@ for cls in (SlowJob, RaisingJob, BadReturnJob, WrongShapeJob, ThreadJob):
 def test_jobs_run_on_the_device_worker_thread(make_session, runner_for):
     session, root = make_session()
     runner = runner_for(session)
-    out = runner.run(JobRequest("test_thread", {}, root, "cpu"))
+    out = runner.submit(JobRequest("test_thread", {}, root, "cpu")).wait()
     assert out.status == "ok" and out.result["thread"] == "workbench-worker-cpu"
     assert out.variant == root and out.metrics == {"accuracy": 1.0}
 

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from workbench.core.data import load_dataset
-from workbench.core.jobs.runner import JobRequest, Runner, RunOutcome
-from workbench.core.jobs.session import Session
+from workbench.core.execution.runner import JobRequest, Runner, RunOutcome
+from workbench.core.execution.session import Session
 from workbench.core.models import load_model
 from workbench.core.workspace import Workspace
 from workbench.plugin import JobContext

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.plugins.helpers import trained_variant
-from workbench.core.jobs.runner import JobRequest
+from workbench.core.execution.runner import JobRequest
 from workbench.core.models.loading import load_variant_folder
 from workbench_plugins._distillation import kd_loss, parse_hints
 

@@ -1,7 +1,7 @@
 """The evaluate job measures without making a variant; with record=true its figures replace the stored ones."""
 
+from workbench.core.execution.runner import JobRequest
 from workbench.core.jobs.registry import registry
-from workbench.core.jobs.runner import JobRequest
 from workbench.plugin import Job, JobContext
 
 

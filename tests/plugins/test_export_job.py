@@ -8,8 +8,8 @@ import onnx
 import pytest
 import torch
 
-from workbench.core import export as core_export
 from workbench.core.data import load_dataset
+from workbench.core.variants import export as core_export
 from workbench.plugin import JobContext, JobFailed
 from workbench_plugins.export import ExportJob
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tests.plugins.helpers import trained_variant
-from workbench.core.jobs.runner import JobRequest
+from workbench.core.execution.runner import JobRequest
 from workbench.core.models.loading import load_variant_folder
 from workbench_plugins._fusion import count_batchnorm, fold_batchnorm, soup
 from workbench_plugins.fuse import FuseJob

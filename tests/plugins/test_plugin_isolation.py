@@ -10,9 +10,9 @@ import pytest
 
 from tests.conftest import run_cli
 from workbench.core.errors import InputError
+from workbench.core.execution.runner import JobRequest, Runner
 from workbench.core.jobs.devplugins import load_plugin_folders
 from workbench.core.jobs.registry import Registry
-from workbench.core.jobs.runner import JobRequest, Runner
 
 GOOD = '''
 from workbench.plugin import Job, Param

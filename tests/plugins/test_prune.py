@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.plugins.helpers import Bench
-from workbench.core.jobs.runner import JobRequest
+from workbench.core.execution.runner import JobRequest
 from workbench.core.models import OnnxModel, load_model
 from workbench.core.models.loading import load_variant_folder
 
@@ -35,7 +35,7 @@ def bench_factory(tmp_path: Path) -> Iterator:
 
 def run_and_save(bench: Bench, variant: str, **params: object) -> tuple[torch.nn.Module, Path]:
     """Run PruneJob in this thread, keep the model it returns, and save it as the runner would."""
-    from workbench.core.jobs.runner import RunHandle
+    from workbench.core.execution.runner import RunHandle
     from workbench_plugins.prune import PruneJob
 
     job = PruneJob(**params)

@@ -12,8 +12,8 @@ import torch
 
 from tests.plugins.helpers import job_context, train_briefly
 from workbench.core.data import load_dataset
-from workbench.core.measure import evaluate_accuracy
 from workbench.core.models.loading import load_model
+from workbench.core.variants.measure import evaluate_accuracy
 from workbench.plugin import InputError, JobFailed, OnnxModel
 from workbench_plugins import _quant_ort
 from workbench_plugins.quantize import QuantizeJob

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from workbench.core.jobs.runner import JobRequest
+from workbench.core.execution.runner import JobRequest
 from workbench.core.models.loading import load_variant_folder
 from workbench.plugin import JobFailed
 
@@ -22,7 +22,7 @@ def test_mlp_learns_digits_and_reloads_exactly(make_session, runner_for):
     assert out.metrics["accuracy"] >= 0.9
     variant = session.workspace.variant(out.variant)
     model = load_variant_folder(variant.path)
-    from workbench.core.measure import evaluate_accuracy
+    from workbench.core.variants.measure import evaluate_accuracy
 
     assert round(evaluate_accuracy(model, session.data)["accuracy"], 6) == out.metrics["accuracy"]
     epochs = [m["epoch"] for _, m in out.history if "epoch" in m]
@@ -186,7 +186,7 @@ def _loop(tmp_path, loss_fn=None, **overrides):
 @pytest.mark.parametrize("amp, dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
 def test_mixed_precision_on_the_cpu_runs_under_autocast(tmp_path, amp, dtype):
     """The AMP path is the one CUDA takes (autocast, and loss scaling for fp16), run on the CPU's autocast."""
-    from workbench.core.measure import evaluate_accuracy
+    from workbench.core.variants.measure import evaluate_accuracy
 
     seen = []
 

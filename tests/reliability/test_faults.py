@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from tests.reliability.cases import FAULTS
+from workbench.core.execution.runner import JobRequest
 from workbench.core.jobs.events import LOG, STARTED
 from workbench.core.jobs.registry import registry
-from workbench.core.jobs.runner import JobRequest
 from workbench.plugin import Job
 
 
@@ -67,7 +67,7 @@ class _Ok(Job):
     produces_variant = False
 
     def run(self, ctx):
-        ctx.result["metrics"] = {"accuracy": 1.0}
+        ctx.report_metrics({"accuracy": 1.0})
 
 
 for _cls in (_Raises, _ReturnsText, _WrongShape, _CudaOom, _HostOom, _Hangs, _Ok):

@@ -5,12 +5,13 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from workbench.core.errors import InputError
+from workbench.core.errors import InputError, WorkbenchError
 from workbench.core.jobs.events import FINISHED, LOG, METRIC, PROGRESS, STARTED, JobEvent
 from workbench.core.pipeline import Pipeline, validate_steps
 
@@ -19,36 +20,43 @@ def default_out() -> Path:
     return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
 
 
-def open_session(pipe: Pipeline, trust: bool = False) -> tuple[Any, str]:
-    """Workspace + dataset + the root variant for ``pipe.model``; returns (session, root variant id)."""
-    from workbench.core.data import load_dataset
-    from workbench.core.jobs.session import Session, resolve_device, seed_everything
-    from workbench.core.models import load_model
-    from workbench.core.workspace import Workspace
+def session_spec(pipe: Pipeline, trust: bool = False) -> Any:
+    """The session a pipeline runs in: its workspace (``--out``), dataset, seed, device and latency batch."""
+    from workbench.core.execution.session import SessionSpec
 
-    device = resolve_device(pipe.device)
-    data = load_dataset(pipe.dataset, seed=pipe.seed)
-    workspace = Workspace(pipe.out or default_out())
-    session = Session(workspace, data, seed=pipe.seed, bench_batch=pipe.bench_batch, trust=trust)
+    return SessionSpec(str(pipe.out or default_out()), pipe.dataset, pipe.seed, pipe.bench_batch, trust, pipe.device)
+
+
+def open_pipeline(pipe: Pipeline, runner: Any) -> str:
+    """The variant the first step runs on: the pipeline's model opened as a root (in the runner's worker), the
+    same variant when the model is a folder of this workspace, or the workspace's latest one."""
+    from workbench.core.execution.runner import OpenModelRequest
+    from workbench.core.execution.session import variant_in_workspace
+
+    session = runner.session
     if pipe.model is None:
-        return session, session.latest_variant_id()
-    existing = _variant_in_workspace(workspace, pipe.model)
+        return session.latest_variant_id()
+    existing = variant_in_workspace(session.workspace, pipe.model)
     if existing:
-        return session, existing
-    seed_everything(pipe.seed)  # the root model's initial weights depend on the seed, like everything else
-    model = load_model(pipe.model, data.info, weights=pipe.weights, trust=trust)
-    root = session.add_root(model, pipe.model, device)
-    return session, root.id
+        return existing
+    outcome = runner.run(OpenModelRequest(pipe.model, pipe.weights, pipe.device))
+    if outcome.status != "ok":
+        raise (InputError if outcome.bad_input else WorkbenchError)(outcome.error or "the model could not be opened")
+    assert outcome.variant is not None
+    return outcome.variant
 
 
-def _variant_in_workspace(workspace: Any, spec: str) -> str | None:
-    path = Path(spec)
-    if path.is_dir() and path.resolve().parent == workspace.variants_dir:
-        try:
-            return workspace.variant(path.name).id
-        except InputError:
-            return None
-    return None
+def open_session(pipe: Pipeline, trust: bool = False) -> tuple[Any, str]:
+    """Session + root variant in this process (tests and plugin fixtures; batch mode uses a worker)."""
+    from workbench.core.execution.runner import Runner
+    from workbench.core.execution.session import open_session as open_spec
+
+    session = open_spec(session_spec(pipe, trust))
+    runner = Runner(session)
+    try:
+        return session, open_pipeline(pipe, runner)
+    finally:
+        runner.shutdown()
 
 
 class ConsoleObserver:
@@ -98,21 +106,20 @@ class ConsoleObserver:
 
 
 def run_batch(pipe: Pipeline, *, trust: bool = False, as_json: bool = False, quiet: bool = False,
-              plugins: Any = None) -> int:
-    """``plugins``: the registry jobs are loaded from (``core.distributed`` passes one that launches ranks)."""
-    from workbench.core.jobs.runner import JobRequest, Runner
+              launch: Any = None, inline: bool = False) -> int:
+    """Run the pipeline's steps one after another in a worker process (``inline``: in this one); ``launch``:
+    torch.distributed options for data-parallel steps."""
+    from workbench.core.execution.runner import JobRequest, Runner
+    from workbench.core.execution.session import open_session as open_spec
     from workbench.core.report import write_report
 
     if not pipe.steps:
         raise InputError("no job to run: give --job NAME[:k=v,...] or a --pipeline file")
     validate_steps(pipe.steps)
-    session, current = open_session(pipe, trust=trust)
-    if plugins is None:
-        from workbench.core.distributed import launching_registry
-
-        plugins = launching_registry()  # a step with processes > 1 runs its ranks through torchrun
-    runner = Runner(session, plugins=plugins)
-    header = {"model": pipe.model or current, "dataset": pipe.dataset, "device": session.resolve_device(pipe.device),
+    session = open_spec(session_spec(pipe, trust))
+    runner = Runner(session, executor="inline" if inline or os.environ.get("WORKBENCH_INLINE") else "process",
+                    launch=launch)
+    header = {"model": pipe.model, "dataset": pipe.dataset, "device": session.device,
               "workspace": str(session.workspace.root), "seed": pipe.seed}
     steps: list[dict[str, Any]] = []
     histories: dict[int, dict[str, list[tuple[int, float]]]] = {}
@@ -121,19 +128,11 @@ def run_batch(pipe: Pipeline, *, trust: bool = False, as_json: bool = False, qui
     unsubscribe = runner.bus.subscribe(observer)
     try:
         with observer:
+            current = open_pipeline(pipe, runner)
+            header["model"] = pipe.model or current
             for index, step in enumerate(pipe.steps):
-                outcome = runner.run(JobRequest(step.job, step.params, current, pipe.device, pipe.seed), inline=True)
-                record: dict[str, Any] = {
-                    "job": step.job, "params": outcome.params, "variant": outcome.variant, "parent": current,
-                    "status": outcome.status, "seconds": round(outcome.seconds, 3), "metrics": outcome.metrics,
-                }
-                if outcome.result:
-                    record["result"] = outcome.result
-                if outcome.marks:
-                    record["marks"] = outcome.marks
-                if outcome.error:
-                    record["error"] = outcome.error
-                steps.append(record)
+                outcome = runner.run(JobRequest(step.job, step.params, current, pipe.device, pipe.seed))
+                steps.append(step_record(step.job, outcome, current))
                 histories[index] = _series(outcome.history)
                 if outcome.status != "ok":
                     exit_code = 2 if outcome.bad_input else 1
@@ -152,6 +151,24 @@ def run_batch(pipe: Pipeline, *, trust: bool = False, as_json: bool = False, qui
         failed = steps[-1]
         print(f"error: {failed['job']}: {failed.get('error')}", file=sys.stderr)
     return exit_code
+
+
+def step_record(job: str, outcome: Any, parent: str) -> dict[str, Any]:
+    """One step of report.json: its figures, and the paired speed-up beside them (contract, section 8)."""
+    metrics = dict(outcome.metrics)
+    record: dict[str, Any] = {
+        "job": job, "params": outcome.params, "variant": outcome.variant, "parent": parent,
+        "status": outcome.status, "seconds": round(outcome.seconds, 3), "metrics": metrics,
+    }
+    if "speedup" in metrics and outcome.variant != parent:
+        record["speedup"] = metrics.pop("speedup")
+    else:
+        metrics.pop("speedup", None)
+    for key in ("result", "marks", "error"):
+        value = getattr(outcome, key)
+        if value:
+            record[key] = value
+    return record
 
 
 def _series(history: list[tuple[int, dict[str, float]]]) -> dict[str, list[tuple[int, float]]]:

@@ -57,8 +57,8 @@ class _Harness:
             dataset: str = TINY_DATASET, after: JobRun | None = None, input_variant: str | None = None,
             device: str = "cpu", seed: int = 0, timeout: float = 600.0) -> JobRun:
         from workbench.core.batch import open_session
+        from workbench.core.execution.runner import JobRequest, Runner
         from workbench.core.jobs.registry import Registry, registry
-        from workbench.core.jobs.runner import JobRequest, Runner
         from workbench.core.pipeline import Pipeline
 
         if after is not None:

@@ -47,18 +47,23 @@ def _load_job_classes() -> dict[str, type]:
         except Exception as exc:  # noqa: BLE001 - a plugin may fail to import in any way
             notify(f"plugin {name} is disabled: {exc}", "warning", source="plugins")
     try:
-        from workbench.core.warmup import warm_up
+        from workbench.core.execution.warmup import warm_up
 
-        warm_up()  # the first job's lazy imports, now rather than on the worker thread mid-job
+        if inline_jobs():
+            warm_up()  # the first job's lazy imports, now rather than on the worker thread mid-job
     except Exception as exc:  # noqa: BLE001 - only a speed-up; a job would import the same things itself
         notify(f"warm-up skipped: {exc}", "info", source="app")
     return classes
 
 
+def inline_jobs() -> bool:
+    """``workbench --inline`` (or WORKBENCH_INLINE=1): jobs run in the app's own process, for debugging."""
+    return bool(os.environ.get("WORKBENCH_INLINE"))
+
+
 def _limit_torch_threads() -> None:
-    """Leave a core to the GUI thread so the event loop keeps ticking while a job trains on the CPU. Measured on
-    2 cores: with both, training runs 1.6x faster in the app but the loop's largest gap grows from about 40 ms
-    to about 70 ms, over the 50 ms target (bench/ui_latency.py)."""
+    """Inline mode only: leave a core to the GUI thread so the event loop keeps ticking while a job trains in
+    this process. (Jobs normally run in a worker process, which uses every core.)"""
     import torch
 
     cores = os.cpu_count() or 1
@@ -66,34 +71,37 @@ def _limit_torch_threads() -> None:
 
 
 def _open_session(workspace: Path, model: str | None, dataset: str | None, trust: bool, device: str,
-                  before_measuring: Any = None) -> Any:
-    from workbench.core.data import load_dataset
-    from workbench.core.jobs.session import Session, resolve_device
-    from workbench.core.models import load_model
+                  before_measuring: Any = None) -> tuple[Any, Any]:
+    """The session and its runner (the job worker process started), and ``model`` opened as a root variant in
+    that worker: the app's process measures nothing itself. Runs on a helper thread."""
+    from workbench.core.errors import InputError, WorkbenchError
+    from workbench.core.execution.runner import OpenModelRequest, Runner
+    from workbench.core.execution.session import SessionSpec, open_session
     from workbench.core.workspace import Workspace
 
-    _limit_torch_threads()
     ws = Workspace(workspace)
     existing = ws.variants()
     dataset = dataset or ws.info("dataset") or (existing[0].dataset if existing else "") or DEMO_DATASET
-    data = load_dataset(dataset)
-    ws.set_info("dataset", dataset)
-    session = Session(ws, data, trust=trust)
-    session.dataset_spec = dataset  # type: ignore[attr-defined]
-    session.device = resolve_device(device)  # type: ignore[attr-defined]
+    ws.close()
+    session = open_session(SessionSpec(str(workspace), dataset, trust=trust, device=device))
+    if inline_jobs():
+        _limit_torch_threads()
+        runner = Runner(session)
+    else:
+        runner = Runner(session, executor="process")
+        runner.executor(session.device).start()  # its imports now, not when the first job is asked for
     if model:
-        from workbench.core.jobs.session import seed_everything
-
-        seed_everything(0)  # the same initial weights every time a zoo model is opened
-        root = load_model(model, data.info, trust=trust)
         if before_measuring is not None:
             before_measuring()  # let start-up imports finish: they would skew the root's latency
-        session.add_root(root, model, session.device)  # type: ignore[attr-defined]
+        outcome = runner.run(OpenModelRequest(model, None, session.device))
+        if outcome.status != "ok":
+            runner.shutdown(wait=False)
+            raise (InputError if outcome.bad_input else WorkbenchError)(outcome.error or f"{model}: not opened")
     elif not existing:
-        from workbench.core.errors import InputError
-
-        raise InputError(f"{ws.root}: the workspace has no variant yet; open a model (File > Open model)")
-    return session
+        runner.shutdown(wait=False)
+        raise InputError(f"{session.workspace.root}: the workspace has no variant yet; open a model "
+                         "(File > Open model)")
+    return session, runner
 
 
 class Controller(QObject):
@@ -202,26 +210,27 @@ class Controller(QObject):
         if self.session is None:
             self.open(None, model, None)
             return
-        session = self.session
+        session, runner = self.session, self.runner
         self.session_opening.emit(f"loading {model} ...")
 
         def work() -> Any:
-            from workbench.core.models import load_model
+            from workbench.core.errors import InputError, WorkbenchError
+            from workbench.core.execution.runner import OpenModelRequest
 
-            root = load_model(model, session.data.info, trust=self.trust)
-            return session.add_root(root, model, session.device)
+            outcome = runner.submit(OpenModelRequest(model, None, session.device)).wait()
+            if outcome is None or outcome.status != "ok":
+                error = outcome.error if outcome is not None else None
+                raise (InputError if outcome is not None and outcome.bad_input else WorkbenchError)(
+                    error or f"{model}: not opened")
+            return outcome.variant
 
         self.bridge.run_in_background(work, lambda _v: self.refresh(), self._on_session_error)
 
-    def _on_session(self, session: Any) -> None:
-        from workbench.core.distributed import launching_registry
-        from workbench.core.jobs.runner import Runner
-
+    def _on_session(self, opened: tuple[Any, Any]) -> None:
         self.opening = False
-        self.session = session
-        self.runner = Runner(session, plugins=launching_registry())  # processes > 1 launches data-parallel ranks
+        self.session, self.runner = opened
         self._unsubscribe = self.runner.bus.subscribe(self.bridge.push_event)
-        self.session_ready.emit(session)
+        self.session_ready.emit(self.session)
         self.refresh()
         waiting, self._waiting = self._waiting, []
         for request, callback in waiting:
@@ -255,7 +264,7 @@ class Controller(QObject):
     # runs -----------------------------------------------------------------------------------------------------
     def submit(self, job: str, params: dict[str, Any], input_variant: str | None, callback: Any = None) -> None:
         """Queue a job; if the session is still loading, it is submitted as soon as it is ready."""
-        from workbench.core.jobs.runner import JobRequest
+        from workbench.core.execution.runner import JobRequest
 
         request = JobRequest(job, params, input_variant, self.device)
         callback = callback or (lambda _h: None)
@@ -300,8 +309,7 @@ class Controller(QObject):
         runner = self.runner
         self.close_session()
         if wait and runner is not None:
-            for worker in list(runner._workers.values()):
-                worker.join(timeout=5)
+            runner.shutdown(wait=True)
         self.bridge.shutdown()
         _live.discard(self)
 

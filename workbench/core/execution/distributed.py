@@ -1,14 +1,14 @@
 """Data-parallel jobs through torch.distributed: the launching side.
 
-A job that declares a ``processes`` parameter (``train``, ``distill``) runs with ``processes > 1`` as ranks
+A job that declares ``data_parallel = True`` and a ``processes`` parameter (``train``, ``distill``) runs with ``processes > 1`` as ranks
 started by torch's elastic launcher (``python -m torch.distributed.run``) in a subprocess: each rank is
-``workbench.core.distributed_worker``. The launching process stays the one that owns the workspace: rank 0
+``workbench.core.execution.distributed_rank``. The launching process stays the one that owns the workspace: rank 0
 streams its events back as JSON lines (replayed here through ``ctx.log``/``ctx.progress``, so live plots and
 progress bars work unchanged) and writes the trained model to a scratch folder; this process then measures and
 saves it through the normal runner path, so exactly one new variant appears and only on success. Cancelling the
 job stops the launcher's whole process group (all ranks); a failing rank fails the job with that rank's error.
 
-Use ``launching_registry()`` as a Runner's ``plugins`` to enable it (the CLI's ``--nproc-per-node`` does).
+``DistributedExecutor`` is the executor the runner uses for such a request (``InlineExecutor`` hands it over).
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.core.distributed_worker import ERRORS_DIR, EVENTS_FILE, MODEL_DIR, RESULT_FILE
 from workbench.core.errors import Cancelled, InputError, JobFailed
+from workbench.core.execution.distributed_rank import ERRORS_DIR, EVENTS_FILE, MODEL_DIR, RESULT_FILE
+from workbench.core.execution.executors import InlineExecutor
 
 
 @dataclass
@@ -50,7 +51,8 @@ class LaunchOptions:
 
 
 def supports_processes(job_class: type) -> bool:
-    return "processes" in job_class.params()
+    """The job declares ``data_parallel = True`` (and so its ``processes`` parameter)."""
+    return bool(getattr(job_class, "data_parallel", False)) and "processes" in job_class.params()
 
 
 # launching the ranks --------------------------------------------------------------------------------------------
@@ -73,7 +75,7 @@ def launch_ranks(spec: dict[str, Any], nproc: int, options: LaunchOptions, out: 
     else:
         cmd += [f"--nnodes={options.nnodes}", f"--node-rank={options.node_rank}",
                 f"--master-addr={options.master_addr}", f"--master-port={options.master_port}"]
-    cmd += ["-m", "workbench.core.distributed_worker", str(spec_file)]
+    cmd += ["-m", "workbench.core.execution.distributed_rank", str(spec_file)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(nproc, 1))))
     log_path = out / "launcher.log"
@@ -211,40 +213,25 @@ def _replayer(ctx: Any) -> Callable[[dict[str, Any]], None]:
     return replay
 
 
-class LaunchingRegistry:
-    """A plugin registry whose jobs with ``processes > 1`` run through the launcher; otherwise the same registry."""
+class DistributedExecutor(InlineExecutor):
+    """The executor for a data-parallel request: ``Job.run`` happens in torch.distributed ranks, and rank 0's
+    model is measured and saved here like any job's result (one new variant, only on success)."""
 
-    def __init__(self, base: Any = None, options: LaunchOptions | None = None) -> None:
-        from workbench.core.jobs.registry import registry
+    def __init__(self, session: Any, plugins: Any = None, options: LaunchOptions | None = None) -> None:
+        super().__init__(session, plugins, options or LaunchOptions())
 
-        self.base = base or registry()
-        self.options = options or LaunchOptions()
-        self._proxies: dict[type, type] = {}
+    def _for(self, job: Any) -> InlineExecutor:
+        return self
 
-    def load(self, job_name: str) -> type:
-        job_class = self.base.load(job_name)
-        if not supports_processes(job_class):
-            return job_class
-        if job_class not in self._proxies:
-            options = self.options
-
-            def run(self: Any, ctx: Any) -> Any:
-                if int(self.values["processes"]) > 1 or options.nnodes > 1 or options.launch_single:
-                    return run_job_distributed(self, ctx, options)
-                return job_class.run(self, ctx)
-
-            self._proxies[job_class] = type(job_class.__name__, (job_class,),
-                                            {"run": run, "__module__": job_class.__module__,
-                                             "__doc__": job_class.__doc__})
-        return self._proxies[job_class]
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.base, name)
+    def invoke(self, job: Any, ctx: Any) -> Any:
+        return run_job_distributed(job, ctx, self.launch)
 
 
-def launching_registry(options: LaunchOptions | None = None) -> LaunchingRegistry:
-    """The registry to give a Runner so that ``processes > 1`` launches ranks (the app's runner should use it)."""
-    return LaunchingRegistry(options=options)
+def wants_ranks(job: Any, options: LaunchOptions) -> bool:
+    """A data-parallel job asked for more than one process (or a multi-node / forced launch)."""
+    if not supports_processes(type(job)):
+        return False
+    return int(job.values.get("processes", 1)) > 1 or options.nnodes > 1 or options.launch_single
 
 
 # the command line -----------------------------------------------------------------------------------------------
@@ -275,15 +262,16 @@ def run_distributed_batch(pipe: Any, args: Any) -> int:
         raise InputError(f"--nproc-per-node: none of the steps ({names}) can run data-parallel (train, distill do)")
     if options.node_rank > 0:
         return _follow(pipe, parallel, options, quiet=args.quiet or args.json)
-    return run_batch(pipe, trust=args.trust, as_json=args.json, quiet=args.quiet, plugins=launching_registry(options))
+    return run_batch(pipe, trust=args.trust, as_json=args.json, quiet=args.quiet, launch=options,
+                     inline=getattr(args, "inline", False))
 
 
 def _follow(pipe: Any, steps: list[Any], options: LaunchOptions, quiet: bool) -> int:
     """A node other than 0: start this node's ranks for each data-parallel step; node 0 owns the workspace."""
     import tempfile
 
+    from workbench.core.execution.session import resolve_device
     from workbench.core.jobs.registry import registry
-    from workbench.core.jobs.session import resolve_device
 
     for index, step in enumerate(steps):
         job = registry().load(step.job)(**step.params)

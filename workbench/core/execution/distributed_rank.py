@@ -1,9 +1,9 @@
 """One rank of a data-parallel job: the module that ``torchrun`` starts ``nproc_per_node`` times per node.
 
-``python -m workbench.core.distributed_worker SPEC.json`` reads the job spec written by
-``workbench.core.distributed``, joins the process group (gloo on CPU, nccl on CUDA), loads the dataset and the
+``python -m workbench.core.execution.distributed_rank SPEC.json`` reads the job spec written by
+``workbench.core.execution.distributed``, joins the process group (gloo on CPU, nccl on CUDA), loads the dataset and the
 input variant (rank 0 reads the variant folder and broadcasts its files, so other nodes need no shared disk), and
-runs the job with a context whose ``distributed`` attribute the shared train loop uses for DDP/FSDP, the
+runs the job with a context whose ``parallel`` attribute the shared train loop uses for DDP/FSDP, the
 DistributedSampler and metric reductions. Only global rank 0 emits events (JSON lines) and writes the trained
 model; a rank that raises writes its error to ``OUT/errors/rank-N.json`` and exits 1, which makes torchrun stop
 the others.
@@ -64,7 +64,7 @@ class SameOrderSampler(DistributedSampler):
 
 
 class DataParallel:
-    """What the train loop needs to run data-parallel; set as ``ctx.distributed`` inside a rank."""
+    """What the train loop needs to run data-parallel; set as ``ctx.parallel`` inside a rank."""
 
     def __init__(self, rank: int, world_size: int, local_rank: int, device: torch.device, strategy: str) -> None:
         self.rank, self.world_size, self.local_rank = rank, world_size, local_rank
@@ -163,11 +163,10 @@ class RankContext(JobContext):
     launching process, on the model rank 0 returns.
     """
 
-    distributed: DataParallel
-    session = None
+    parallel: DataParallel
 
     def accuracy(self, model: Any, split: str = "val") -> dict[str, float]:
-        return self.distributed.accuracy(model, self.data, split)
+        return self.parallel.accuracy(model, self.data, split)
 
 
 class EventWriter:
@@ -215,9 +214,10 @@ def fetch_variant(variants_dir: str | None, variant_id: str | None, device: torc
 def run_rank(spec: dict[str, Any]) -> None:
     """Everything one rank does, from joining the group to (rank 0) writing the trained model."""
     from workbench.core.data import load_dataset
+    from workbench.core.execution.session import seed_everything
     from workbench.core.jobs.registry import registry
-    from workbench.core.jobs.session import check_returned_model, seed_everything
     from workbench.core.models.onnx_model import is_onnx
+    from workbench.core.variants.lifecycle import check_returned_model
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -245,9 +245,8 @@ def run_rank(spec: dict[str, Any]) -> None:
         run_id=0, job_name=job.name, model=model, data=data, device=device, workdir=workdir, emit=emit,
         cancel_event=threading.Event(), evaluate=lambda m, split="test": helper.accuracy(m, data, split),
         load_variant=lambda vid: fetch_variant(spec.get("variants_dir"), vid, device)[0],
-        variant_id=variant_id, seed=spec["seed"], bench_batch=spec.get("bench_batch", 64),
+        variant_id=variant_id, seed=spec["seed"], bench_batch=spec.get("bench_batch", 64), parallel=helper,
     )
-    ctx.distributed = helper
     seed_everything(spec["seed"] + rank)  # independent augmentation and dropout draws on each rank
     try:
         returned = job.run(ctx)
@@ -264,7 +263,7 @@ def _write_result(returned: Any, ctx: RankContext, job_name: str, out: Path, che
     folder = out / MODEL_DIR
     folder.mkdir(parents=True, exist_ok=True)
     if returned is not None:
-        model = check(returned, ctx, job_name)
+        model = check(returned, ctx.data, ctx.device, job_name)
         cpu = copy.deepcopy(model).cpu().eval()
         recipe = recipe_of(model)
         if recipe is not None:

@@ -1,33 +1,37 @@
-"""A session: one workspace, one dataset, one seed. It turns variants into job contexts and job results into
-measured, exported, saved variants. Shared by the CLI and the app.
+"""A session: one workspace, one dataset, one seed, one device. Batch mode and the app open it the same way
+(``open_session``), and a worker process reopens the same one from its ``SessionSpec``.
+
+The session turns variants into job contexts and job results into variants (through
+``workbench.core.variants.lifecycle``); opening it loads nothing heavy: the dataset is read the first time a
+job (in whichever process runs it) needs it.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import tempfile
 import threading
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
-from workbench.core.errors import InputError, JobFailed
+from workbench.core.errors import InputError
 from workbench.core.jobs.base import JobContext
-from workbench.core.models.onnx_model import OnnxModel, is_onnx
-from workbench.core.models.serialize import recipe_of, save_exported, save_torch_model, set_recipe
 from workbench.core.workspace.store import Variant, Workspace
 
 if TYPE_CHECKING:
+    import torch
+
     from workbench.core.data import DataBundle
-    from workbench.core.jobs.base import Job
-    from workbench.core.jobs.runner import RunHandle
+    from workbench.core.variants.lifecycle import Measuring
 
 
 def resolve_device(spec: str) -> str:
     """``auto`` is CUDA when available; ``cuda`` on a machine without it is a clear error."""
+    import torch
+
     spec = (spec or "auto").strip().lower()
     if spec == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -45,25 +49,71 @@ def resolve_device(spec: str) -> str:
 
 def seed_everything(seed: int) -> None:
     import numpy as np
+    import torch
 
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
 
 
+@dataclass(frozen=True)
+class SessionSpec:
+    """Everything needed to (re)open a session, in this process or a worker: plain, picklable values."""
+
+    workspace: str
+    dataset: str
+    seed: int = 0
+    bench_batch: int = 64
+    trust: bool = False
+    device: str = "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 class Session:
     """Workspace + dataset (+ defaults) that jobs run against."""
 
-    def __init__(self, workspace: Workspace, data: DataBundle, *, seed: int = 0, bench_batch: int = 64,
-                 trust: bool = False) -> None:
+    def __init__(self, workspace: Workspace, data: DataBundle | None = None, *, seed: int = 0,
+                 bench_batch: int = 64, trust: bool = False, dataset: str | None = None,
+                 device: str = "cpu") -> None:
+        if data is None and dataset is None:
+            raise ValueError("a Session needs a dataset: a DataBundle or its spec")
         self.workspace = workspace
-        self.data = data
+        self._data = data
+        self.dataset_spec = dataset or data.info.spec  # type: ignore[union-attr]
         self.seed = seed
         self.bench_batch = bench_batch
         self.trust = trust
+        self.device = device
         self._lock = threading.Lock()
 
+    @classmethod
+    def from_spec(cls, spec: SessionSpec) -> Session:
+        return cls(Workspace(spec.workspace), dataset=spec.dataset, seed=spec.seed, bench_batch=spec.bench_batch,
+                   trust=spec.trust, device=resolve_device(spec.device))
+
+    @property
+    def spec(self) -> SessionSpec:
+        return SessionSpec(str(self.workspace.root), self.dataset_spec, self.seed, self.bench_batch, self.trust,
+                           self.device)
+
+    @property
+    def data(self) -> DataBundle:
+        """The dataset, loaded on first use (a worker process loads its own)."""
+        with self._lock:
+            if self._data is None:
+                from workbench.core.data import load_dataset
+
+                self._data = load_dataset(self.dataset_spec, seed=self.seed)
+            return self._data
+
     resolve_device = staticmethod(resolve_device)
+
+    def measuring(self, device: str) -> Measuring:
+        from workbench.core.variants.lifecycle import Measuring
+
+        return Measuring(self.data, device, self.bench_batch)
 
     def latest_variant_id(self) -> str:
         variants = self.workspace.variants()
@@ -73,33 +123,52 @@ class Session:
 
     # variants <-> models ---------------------------------------------------------------------------------
     def load_variant(self, variant_id: str, device: str | torch.device = "cpu") -> Any:
-        from workbench.core.models.loading import load_variant_folder
+        from workbench.core.variants.lifecycle import load_variant
 
-        variant = self.workspace.variant(variant_id)
-        model = load_variant_folder(variant.path)
-        return model.to(torch.device(device))
+        return load_variant(self.workspace, variant_id, device)
 
     def add_root(self, model: Any, source: str, device: str = "cpu") -> Variant:
         """Save a freshly loaded model as the root variant of a lineage (measured like any other)."""
-        return self._save(model, parent=None, job="load", params={"model": source}, device=device,
-                          marks=[], result={}, source=source)
+        from workbench.core.variants.lifecycle import save_variant
 
-    def make_context(self, handle: RunHandle, job_class: type, input_id: str, device: str, emit: Any,
-                     seed: int | None) -> JobContext:
+        return save_variant(self.workspace, model, self.measuring(device), parent=None, job="load",
+                            params={"model": source}, source=source)
+
+    def open_root(self, model_spec: str, weights: str | None, device: str) -> Variant:
+        """Load a model spec (seeded: a zoo model's initial weights depend on the seed) and save it as a root."""
+        from workbench.core.models import load_model
+
+        seed_everything(self.seed)
+        model = load_model(model_spec, self.data.info, weights=weights, trust=self.trust)
+        return self.add_root(model, model_spec, device)
+
+    def make_context(self, run_id: int, cancel_event: threading.Event, job_class: type, input_id: str,
+                     device: str, emit: Any, seed: int | None) -> JobContext:
+        import torch
+
+        from workbench.core.models.onnx_model import is_onnx
+        from workbench.core.variants import measure as m
+        from workbench.core.variants.lifecycle import measure_model
+
         seed = self.seed if seed is None else seed
         seed_everything(seed)
         model = self.load_variant(input_id, device)
         if job_class.needs_torch_model and is_onnx(model):
             raise InputError(f"job {job_class.name} needs a PyTorch variant; {input_id} is ONNX-only")
-        workdir = Path(tempfile.mkdtemp(prefix=f"run{handle.run_id}-", dir=self._scratch()))
-        dev = torch.device(device)
+        workdir = Path(tempfile.mkdtemp(prefix=f"run{run_id}-{os.getpid()}-", dir=self._scratch()))
+        how = self.measuring(device)
+        data = self.data
+        ctx: JobContext
 
-        def evaluate(m: Any, split: str = "test") -> dict[str, Any]:
-            return self.measure(m, device, split=split, check=ctx.check_cancelled)
+        def evaluate(m_: Any, split: str = "test") -> dict[str, Any]:
+            return measure_model(m_, how, split=split, check=ctx.check_cancelled)
+
+        def accuracy(m_: Any, split: str = "val") -> dict[str, float]:
+            return m.evaluate_accuracy(m_, data, split, device, ctx.check_cancelled)
 
         ctx = JobContext(
-            run_id=handle.run_id, job_name=job_class.name, model=model, data=self.data, device=dev,
-            workdir=workdir, emit=emit, cancel_event=handle.cancel_event, evaluate=evaluate,
+            run_id=run_id, job_name=job_class.name, model=model, data=data, device=torch.device(device),
+            workdir=workdir, emit=emit, cancel_event=cancel_event, evaluate=evaluate, accuracy=accuracy,
             load_variant=lambda vid: self.load_variant(vid, device), variant_id=input_id, seed=seed,
             bench_batch=self.bench_batch, workspace_dir=self.workspace.root,
         )
@@ -113,128 +182,31 @@ class Session:
         path.mkdir(exist_ok=True)
         return path
 
-    # measuring and saving -----------------------------------------------------------------------------------
-    def measure(self, model: Any, device: str, split: str = "test", check: Any = None,
-                onnx_path: Path | None = None) -> dict[str, Any]:
-        """The report's metrics for a model; exports it to ONNX (verified) unless it is ONNX already."""
-        from workbench.core import measure as m
-        from workbench.core.export import export_onnx
+    def save_result(self, returned: Any, ctx: JobContext, job: Any, input_id: str, device: str) -> Variant:
+        """A job's returned model, checked, as a new variant measured paired with its input."""
+        from workbench.core.variants.lifecycle import check_returned_model, inherit_recipe, save_variant
 
-        batch = m.bench_batch(self.data, self.bench_batch)
-        metrics: dict[str, Any] = m.evaluate_accuracy(model, self.data, split, device, check)
-        params, nonzero = m.count_params(model)
-        metrics.update(params=params, nonzero_params=nonzero)
-        tmpdir = None
-        if is_onnx(model):
-            path = model.path
-        else:
-            if onnx_path is None:
-                tmpdir = Path(tempfile.mkdtemp(dir=self._scratch()))
-                onnx_path = tmpdir / "model.onnx"
-            cpu_model = _cpu_copy(model)
-            export_onnx(cpu_model, batch[:2], onnx_path, verify_batches=[batch])
-            path = onnx_path
-        try:
-            metrics["macs"] = m.count_macs(model if not is_onnx(model) else OnnxModel(path), batch)
-            metrics["size_bytes"] = Path(path).stat().st_size
-            if check:
-                check()
-            metrics["latency_ms"] = m.latency_onnx_ms(Path(path), batch, device)
-            if not is_onnx(model):
-                metrics["latency_torch_ms"] = m.latency_torch_ms(model, batch, device)
-        finally:
-            if tmpdir is not None:
-                shutil.rmtree(tmpdir, ignore_errors=True)
-        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()}
-
-    def save_result(self, returned: Any, ctx: JobContext, job: Job, input_id: str, device: str) -> Variant:
-        model = check_returned_model(returned, ctx, job.name)
-        if not is_onnx(model) and recipe_of(model) is None:
-            parent = ctx.model
-            if type(model) is type(parent) and recipe_of(parent) is not None:
-                set_recipe(model, recipe_of(parent))
+        model = inherit_recipe(check_returned_model(returned, ctx.data, ctx.device, job.name), ctx.model)
         ctx.check_cancelled()
-        return self._save(model, parent=input_id, job=job.name, params=job.values, device=device,
-                          marks=ctx.marks, result=ctx.result, check=ctx.check_cancelled,
-                          source=self.workspace.variant(input_id).source)
+        return save_variant(self.workspace, model, self.measuring(device), parent=input_id, job=job.name,
+                            params=job.values, source=self.workspace.variant(input_id).source, marks=ctx.marks,
+                            result=ctx.result, check=ctx.check_cancelled)
 
-    def _save(self, model: Any, *, parent: str | None, job: str, params: dict[str, Any], device: str,
-              marks: list[str], result: dict[str, Any], source: str, check: Any = None) -> Variant:
-        metrics: dict[str, Any] = {}
-        saved_result = {k: v for k, v in result.items() if k != "metrics"}
 
-        def write(folder: Path) -> str:
-            """Runs inside the workspace's temporary folder; the dicts above are filled before the commit."""
-            if is_onnx(model):
-                shutil.copyfile(model.path, folder / "model.onnx")
-                metrics.update(self.measure(OnnxModel(folder / "model.onnx", device), device, check=check))
-                saved_result["saved_as"] = "onnx"
-                return "onnx"
-            metrics.update(self.measure(model, device, check=check, onnx_path=folder / "model.onnx"))
-            if check:
-                check()
-            saved_result["saved_as"] = self._write_torch(model, folder)
-            return "torch"
+def open_session(spec: SessionSpec) -> Session:
+    """Open (or create) the workspace of ``spec``; the dataset is remembered in it for the next opening."""
+    workspace = Workspace(spec.workspace)
+    workspace.set_info("dataset", spec.dataset)
+    return Session(workspace, dataset=spec.dataset, seed=spec.seed, bench_batch=spec.bench_batch, trust=spec.trust,
+                   device=resolve_device(spec.device))
 
-        return self.workspace.add_variant(
-            write, parent=parent, job=job, params=params, source=source, dataset=self.data.info.spec,
-            metrics=metrics, marks=marks, result=saved_result,
-        )
 
-    def _write_torch(self, model: nn.Module, folder: Path) -> str:
-        """safetensors + recipe when the reload reproduces the outputs; a torch.export program otherwise."""
-        from workbench.core.models.serialize import load_torch_model
-
-        batch = self.data.example_batch(8)
-        cpu_model = _cpu_copy(model)
-        recipe = recipe_of(model)
-        if recipe is not None:
-            try:
-                save_torch_model(cpu_model, folder, recipe)
-                reloaded = load_torch_model(folder)
-                with torch.inference_mode():
-                    if torch.equal(reloaded(batch), cpu_model(batch)):
-                        return "safetensors"
-            except OSError:
-                raise  # the disk, not the model: falling back to torch.export would hide it
-            except Exception:  # noqa: BLE001 - fall back to torch.export below
-                pass
-            for name in ("model.safetensors", "recipe.json"):
-                (folder / name).unlink(missing_ok=True)
+def variant_in_workspace(workspace: Workspace, spec: str) -> str | None:
+    """The id of a variant folder given as a model spec when it belongs to ``workspace`` (reopened, not copied)."""
+    path = Path(spec)
+    if path.is_dir() and path.resolve().parent == workspace.variants_dir:
         try:
-            return save_exported(cpu_model, folder, batch)
-        except Exception as exc:  # noqa: BLE001
-            raise JobFailed(f"the model cannot be saved: no recipe rebuilds it and torch.export failed ({exc})") from None
-
-
-def _cpu_copy(model: nn.Module) -> nn.Module:
-    """The model on the CPU in eval mode, without moving the caller's copy off its device."""
-    import copy
-
-    params = list(model.parameters())
-    if params and params[0].device.type != "cpu":
-        clone = copy.deepcopy(model).cpu()
-        if recipe_of(model) is not None:
-            set_recipe(clone, recipe_of(model))
-        return clone.eval()
-    return model.eval()
-
-
-def check_returned_model(returned: Any, ctx: JobContext, job_name: str) -> Any:
-    """A job's result must be a model that runs on a test batch and gives one score per class."""
-    if not (isinstance(returned, nn.Module) or is_onnx(returned)):
-        raise JobFailed(f"job {job_name} returned a {type(returned).__name__}, not a model")
-    batch = ctx.data.example_batch(4).to(ctx.device)
-    try:
-        if isinstance(returned, nn.Module):
-            returned.eval()
-        with torch.inference_mode():
-            out = returned(batch)
-    except Exception as exc:  # noqa: BLE001
-        raise JobFailed(f"job {job_name} returned a model that fails on a test batch: "
-                        f"{type(exc).__name__}: {str(exc)[:160]}") from None
-    expected = (batch.shape[0], ctx.data.info.num_classes)
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise JobFailed(f"job {job_name} returned a model whose output is {shape}, expected {expected}")
-    return returned
+            return workspace.variant(path.name).id
+        except InputError:
+            return None
+    return None

@@ -16,7 +16,7 @@ def warm_up() -> None:
     import torch
     from torch import nn
 
-    from workbench.core.export import _export_torchscript
+    from workbench.core.variants.export import _export_torchscript
 
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(32, 2))
     x = torch.zeros(2, 1, 6, 6)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -30,6 +31,9 @@ class Job:
     description: ClassVar[str] = ""
     produces_variant: ClassVar[bool] = True
     needs_torch_model: ClassVar[bool] = False
+    #: the job can train data-parallel: with its ``processes`` parameter above 1 the runner starts that many
+    #: torch.distributed ranks, and ``ctx.parallel`` tells each rank who it is
+    data_parallel: ClassVar[bool] = False
     _declared: ClassVar[dict[str, Param]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -56,7 +60,18 @@ class Job:
 
 
 class JobContext:
-    """What a running job sees. Created by the runner on the worker thread; methods are thread-safe."""
+    """What a running job sees. Created by the runner where the job runs; methods are thread-safe.
+
+    A job reports through four channels, each with one purpose:
+
+    - ``log(step=..., **series)``: time series (loss per step), plotted live and kept in the metric history;
+    - ``report_metrics(figures, store=...)``: final figures of this step (the report's ``metrics``), and with
+      ``store=True`` also stored on the variant the job ends with (the variants table, the Pareto plot);
+    - ``mark(text)``: a short label on the variant ("slower than fp32");
+    - ``result``: JSON-ready details for people (tables, texts), shown in the app's Details tab and the report.
+
+    ``parallel`` is ``None`` except inside a data-parallel rank, where it is the rank's ``DataParallel``.
+    """
 
     def __init__(
         self,
@@ -69,12 +84,14 @@ class JobContext:
         workdir: Path,
         emit: Any,
         cancel_event: threading.Event,
-        evaluate: Any,
-        load_variant: Any,
+        evaluate: Callable[[Any, str], dict[str, Any]],
+        load_variant: Callable[[str], Any],
         variant_id: str | None,
+        accuracy: Callable[[Any, str], dict[str, float]] | None = None,
         seed: int = 0,
         bench_batch: int = 64,
         workspace_dir: Path | None = None,
+        parallel: Any = None,
     ) -> None:
         self.run_id = run_id
         self.job_name = job_name
@@ -86,13 +103,16 @@ class JobContext:
         self.seed = seed
         self.bench_batch = bench_batch
         self.workspace_dir = workspace_dir
+        self.parallel = parallel
         self.result: dict[str, Any] = {}
         self.marks: list[str] = []
-        self.recorded: dict[str, float] = {}
+        self.reported: dict[str, Any] = {}   # report_metrics(): the step's figures
+        self.stored: dict[str, Any] = {}     # report_metrics(store=True): also written onto the variant
         self.history: list[tuple[int, dict[str, float]]] = []
         self._emit = emit
         self._cancel = cancel_event
         self._evaluate = evaluate
+        self._accuracy = accuracy
         self._load_variant = load_variant
         self._step = 0
         self._last_progress = 0.0
@@ -122,11 +142,19 @@ class JobContext:
     def warn(self, message: str) -> None:
         self._emit(JobEvent(LOG, self.run_id, self.job_name, {"level": "warning", "message": message}))
 
+    def report_metrics(self, figures: Mapping[str, Any], *, store: bool = False) -> None:
+        """The figures of this step (the report's ``metrics``; a job that makes a variant gets its measured
+        figures anyway). ``store=True`` also writes them onto the variant this job ends with (the input one for a
+        job that only measures), beside the standard ones: a measuring plugin (energy, a task metric) does so,
+        and the built-in ``evaluate`` with ``record=true``. Values: numbers, or JSON-ready lists and dicts."""
+        clean = {k: (v.item() if hasattr(v, "item") else v) for k, v in figures.items()}  # numpy/torch scalars
+        self.reported.update(clean)
+        if store:
+            self.stored.update(clean)
+
     def record_metrics(self, **metrics: float) -> None:
-        """Store figures on the variant this job ends with (the input one for a job that only measures): the
-        variants table, the Pareto plot and the report show them with the standard ones. A measuring plugin
-        (energy, a task metric) uses it; the built-in ``evaluate`` does with ``record=true``."""
-        self.recorded.update({k: float(v) for k, v in metrics.items()})
+        """``report_metrics(metrics, store=True)``, kept for plugins written against the first API."""
+        self.report_metrics(metrics, store=True)
 
     def mark(self, text: str) -> None:
         """Attach a label to the variant this job produces, e.g. "slower than fp32"."""
@@ -148,9 +176,9 @@ class JobContext:
 
     def accuracy(self, model: Any, split: str = "val") -> dict[str, float]:
         """Just accuracy and loss on a split (validation by default): cheap enough for every epoch."""
-        from workbench.core.measure import evaluate_accuracy
-
-        return evaluate_accuracy(model, self.data, split, self.device, self.check_cancelled)
+        if self._accuracy is None:
+            raise RuntimeError("this context was built without an accuracy function")
+        return self._accuracy(model, split)
 
     def variant(self, variant_id: str) -> Any:
         """Load another variant of the workspace (e.g. a teacher) on this job's device."""

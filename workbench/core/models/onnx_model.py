@@ -15,6 +15,15 @@ from workbench.core.errors import InputError
 MAX_ONNX_BYTES = 4 << 30
 
 
+def _cores() -> int:
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
 def ort_providers(device: torch.device | str) -> list[str]:
     """The execution providers for a device: CUDA when asked for and present, always CPU as the fallback."""
     import onnxruntime as ort
@@ -141,6 +150,9 @@ class OnnxModel:
         if self._session is None:
             options = ort.SessionOptions()
             options.log_severity_level = 3
+            # fixed thread settings, so every variant is timed alike (and not with whatever the default picks)
+            options.intra_op_num_threads = _cores()
+            options.inter_op_num_threads = 1
             self._providers = ort_providers(self.device)
             self._session = ort.InferenceSession(str(self.path), options, providers=self._providers)
         return self._session

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import statistics
-import time
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from workbench.core.models.onnx_model import OnnxModel, is_onnx
+from workbench.core.variants import timing
+from workbench.core.variants.timing import DEFAULT_BUDGET, Latency, TimingBudget
 
 if TYPE_CHECKING:
     from workbench.core.data import DataBundle
@@ -109,28 +111,11 @@ def count_macs(model: Any, example: torch.Tensor) -> int:
     return int(total)
 
 
-def _timed(run: Any, rounds: int = 3, min_runs: int = 3, max_runs: int = 20, budget_s: float = 0.25) -> float:
-    """Milliseconds per call: the median of each of a few rounds, and the quietest round's median, so that a
-    burst of load from another process (or thread) does not decide a variant's latency."""
-    for _ in range(2):
-        run()
-    medians = []
-    for _ in range(rounds):
-        times: list[float] = []
-        start = time.perf_counter()
-        while len(times) < min_runs or (len(times) < max_runs and time.perf_counter() - start < budget_s):
-            t0 = time.perf_counter()
-            run()
-            times.append((time.perf_counter() - t0) * 1000)
-        medians.append(statistics.median(times))
-    return min(medians)
-
-
-def latency_onnx_ms(onnx_path: Path, batch: torch.Tensor, device: torch.device | str = "cpu") -> float:
-    """Median milliseconds for one batch through onnxruntime on the device's execution provider.
+def onnx_runner(onnx_path: Path, batch: torch.Tensor, device: torch.device | str = "cpu") -> Callable[[], Any]:
+    """A call running one batch through onnxruntime on the device's execution provider.
 
     On a GPU provider the batch is put on the device once and the outputs stay there (IO binding), so the figure
-    is the model's time, as ``latency_torch_ms`` measures it, and not host-device copies, which onnxruntime's own
+    is the model's time, as the torch latency measures it, and not host-device copies, which onnxruntime's own
     guide warns make it look slower than it is."""
     session = OnnxModel(onnx_path, device).session()
     name = session.get_inputs()[0].name
@@ -138,8 +123,20 @@ def latency_onnx_ms(onnx_path: Path, batch: torch.Tensor, device: torch.device |
     if "int64" in session.get_inputs()[0].type:
         array = array.astype("int64")
     if session.get_providers()[0] == "CUDAExecutionProvider":
-        return _timed(bound_run(session, array, "cuda", torch.device(device).index or 0))
-    return _timed(lambda: session.run(None, {name: array}))
+        return bound_run(session, array, "cuda", torch.device(device).index or 0)
+    return lambda: session.run(None, {name: array})
+
+
+def latency_onnx(onnx_path: Path, batch: torch.Tensor, device: torch.device | str = "cpu",
+                 budget: TimingBudget = DEFAULT_BUDGET, check: Any = None) -> Latency:
+    """Median milliseconds (with a 95% interval) for one batch through onnxruntime."""
+    return timing.measure(onnx_runner(onnx_path, batch, device), budget, check)
+
+
+def latency_onnx_ms(onnx_path: Path, batch: torch.Tensor, device: torch.device | str = "cpu",
+                    budget: TimingBudget = DEFAULT_BUDGET) -> float:
+    """Median milliseconds for one batch through onnxruntime (jobs comparing candidates use it)."""
+    return latency_onnx(onnx_path, batch, device, budget).ms
 
 
 def bound_run(session: Any, array: Any, device_type: str, device_id: int = 0) -> Any:
@@ -160,11 +157,15 @@ def bound_run(session: Any, array: Any, device_type: str, device_id: int = 0) ->
     return run
 
 
-def latency_torch_ms(model: nn.Module, batch: torch.Tensor, device: torch.device | str = "cpu") -> float:
-    """Median milliseconds for one batch through PyTorch (eval mode, inference mode, synchronised on CUDA)."""
+@contextlib.contextmanager
+def torch_runner(model: nn.Module, batch: torch.Tensor, device: torch.device | str = "cpu") -> Iterator[Callable[[], None]]:
+    """A call running one batch through PyTorch (eval and inference mode, synchronised on CUDA), with the
+    process's thread count fixed for the measurement; the model's training flag is restored afterwards."""
     device = torch.device(device)
     batch = batch.to(device)
     was_training = model.training
+    threads = torch.get_num_threads()
+    torch.set_num_threads(timing.fixed_threads())
     model.eval()
 
     def run() -> None:
@@ -174,9 +175,23 @@ def latency_torch_ms(model: nn.Module, batch: torch.Tensor, device: torch.device
             torch.cuda.synchronize(device)
 
     try:
-        return _timed(run)
+        yield run
     finally:
         model.train(was_training)
+        torch.set_num_threads(threads)
+
+
+def latency_torch(model: nn.Module, batch: torch.Tensor, device: torch.device | str = "cpu",
+                  budget: TimingBudget = DEFAULT_BUDGET, check: Any = None) -> Latency:
+    """Median milliseconds (with a 95% interval) for one batch through PyTorch."""
+    with torch_runner(model, batch, device) as run:
+        return timing.measure(run, budget, check)
+
+
+def latency_torch_ms(model: nn.Module, batch: torch.Tensor, device: torch.device | str = "cpu",
+                     budget: TimingBudget = DEFAULT_BUDGET) -> float:
+    """Median milliseconds for one batch through PyTorch."""
+    return latency_torch(model, batch, device, budget).ms
 
 
 def bench_batch(data: DataBundle, size: int = 64) -> torch.Tensor:

@@ -8,6 +8,7 @@ removed and complete folders whose row never got committed are adopted from thei
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import threading
@@ -98,7 +99,8 @@ class Workspace:
 
     def _recover(self) -> None:
         for tmp in self.variants_dir.glob(".tmp-*"):
-            shutil.rmtree(tmp, ignore_errors=True)
+            if not _writer_alive(tmp.name):
+                shutil.rmtree(tmp, ignore_errors=True)
         known = {v.id for v in self.variants()}
         for folder in sorted(self.variants_dir.iterdir()):
             if folder.name.startswith(".") or folder.name in known or not folder.is_dir():
@@ -136,13 +138,40 @@ class Workspace:
                        self.variants_dir / vid)
 
     def _next_id(self) -> str:
+        """The next free id; the caller holds ``_id_lock``. Ids being written by any process (their temporary
+        folders) count as used, so two worker processes never pick the same one."""
         with self._lock:
             used = {v.id for v in self.variants()} | self._reserved
-            used |= {p.name for p in self.variants_dir.iterdir() if not p.name.startswith(".")}
+            for p in self.variants_dir.iterdir():
+                name = p.name[len(".tmp-"):] if p.name.startswith(".tmp-") else p.name
+                if not name.startswith("."):
+                    used.add(name.split("-")[0])
             n = 1 + max((int(u[1:]) for u in used if u[1:].isdigit()), default=0)
             vid = f"v{n:04d}"
             self._reserved.add(vid)
             return vid
+
+    @contextmanager
+    def _id_lock(self) -> Iterator[None]:
+        """Across processes: choosing an id and creating its temporary folder happen under one file lock."""
+        try:
+            import fcntl
+        except ImportError:  # Windows: one process writes at a time there (one worker per device)
+            yield
+            return
+        with open(self.root / ".lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def remove_leftovers_of(self, pid: int) -> None:
+        """What a dead process was writing: its temporary variant folders and its jobs' scratch folders."""
+        for tmp in self.variants_dir.glob(f".tmp-*-{pid}-*"):
+            shutil.rmtree(tmp, ignore_errors=True)
+        for tmp in (self.root / ".scratch").glob(f"run*-{pid}-*"):
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def _insert(self, v: Variant) -> None:
         with self._tx() as db:
@@ -156,9 +185,10 @@ class Workspace:
                     params: dict[str, Any], source: str, dataset: str, metrics: dict[str, Any],
                     marks: list[str] | None = None, result: dict[str, Any] | None = None) -> Variant:
         """Create a variant atomically. ``write_files(folder)`` writes the model files and returns the format."""
-        vid = self._next_id()
-        tmp = self.variants_dir / f".tmp-{vid}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
+        with self._id_lock():
+            vid = self._next_id()
+            tmp = self.variants_dir / f".tmp-{vid}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            tmp.mkdir()
         try:
             fmt = write_files(tmp)
             variant = Variant(vid, parent, job, params, time.time(), fmt, source, dataset, metrics,
@@ -239,3 +269,21 @@ class Workspace:
         with self._lock:
             row = self._db.execute("SELECT value FROM info WHERE key=?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
+
+
+def _writer_alive(tmp_name: str) -> bool:
+    """Whether the process that named a temporary folder ``.tmp-<id>-<pid>-<hex>`` still runs (another worker
+    writing a variant right now); folders of dead processes, and of older names without a pid, are leftovers."""
+    parts = tmp_name.split("-")
+    if len(parts) < 4 or not parts[2].isdigit():
+        return False
+    pid = int(parts[2])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
