@@ -3,7 +3,8 @@
 It opens the main window (offscreen unless a display platform is chosen), waits for the demo model (zoo:seed_cnn
 on digits) to load, checks that the bundled theme and icon loaded, runs a one-epoch ``train`` job through the
 job panel's own widgets, and waits for the new variant's row. Everything is written to a temporary folder:
-the user's workspaces and settings are never touched. Exit 0 with one line on success, 1 with one line on error.
+the user's workspaces and settings are never touched. Exit 0 with one line on success, 1 with one line on error,
+2 (before Qt starts) when the chosen display platform cannot start: the app's own platform check.
 """
 
 from __future__ import annotations
@@ -85,6 +86,10 @@ def run_smoke_test(timeout: float = 600.0) -> int:
     """Run the check described in the module docstring; returns the process exit code."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     os.environ.setdefault("QT_API", "pyside6")
+    from workbench.platform_check import explain_unusable
+
+    if code := explain_unusable():  # a display platform was chosen that cannot start: the app's one line
+        return code
     scratch = Path(tempfile.mkdtemp(prefix="workbench-smoke-"))
     try:
         return _run(scratch, timeout)
