@@ -1,4 +1,9 @@
-"""The batch report: ``report.json`` (contract section 2), ``report.md`` and PNG plots."""
+"""The batch report: ``report.json`` (contract section 2), ``report.md`` and PNG plots.
+
+``report.md`` shows latencies as value ± half their 95% interval and each step's speed-up as measured paired
+against its parent, "no measurable change" when within noise (wording shared with the app, ``core.figures``);
+the Pareto PNG of latency draws each variant's interval as a horizontal error bar.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from workbench.core.figures import interval, latency_text, speedup_readout
 from workbench.core.workspace.atomic import atomic_write_text
 from workbench.core.workspace.store import Variant
 
@@ -50,16 +56,40 @@ def _fmt(key: str, value: Any) -> str:
     return str(value)
 
 
+def _cell(key: str, metrics: dict[str, Any]) -> str:
+    """A table cell; a latency with an interval reads ``12.3 ±0.4``."""
+    ci = interval(metrics.get(f"{key}_ci")) if key in ("latency_ms", "latency_torch_ms") else None
+    if ci is not None and isinstance(metrics.get(key), int | float):
+        return latency_text(float(metrics[key]), ci, unit="")
+    return _fmt(key, metrics.get(key))
+
+
+def _speedup_cell(step: dict[str, Any], metrics_of: dict[str, dict[str, Any]]) -> str:
+    """The step's paired speed-up against its parent; for a report without one, the parent's latency is compared,
+    claiming a change only where the two intervals do not overlap."""
+    m = {**step.get("metrics", {})}
+    if step.get("speedup") is not None:
+        m["speedup"] = step["speedup"]
+    if not step.get("variant") or step.get("variant") == step.get("parent"):
+        return "-"
+    parent = step.get("parent")
+    return speedup_readout(m, metrics_of.get(parent) if parent else None, parent).text
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     lines = ["# Workbench report", "", f"- model: `{report.get('model')}`", f"- dataset: `{report.get('dataset')}`",
              f"- device: `{report.get('device')}`", "", "## Steps", "",
-             "| # | job | variant | parent | status | seconds | " + " | ".join(COLUMNS) + " |",
-             "|" + "---|" * (6 + len(COLUMNS))]
+             "| # | job | variant | parent | status | seconds | " + " | ".join(COLUMNS) + " | speed-up vs parent |",
+             "|" + "---|" * (7 + len(COLUMNS))]
+    metrics_of = {v["id"]: v.get("metrics", {}) for v in report.get("variants", [])}
     for i, s in enumerate(report["steps"], 1):
         m = s.get("metrics", {})
         cells = [str(i), s["job"], str(s.get("variant") or "-"), str(s.get("parent") or "-"), s["status"],
-                 f"{s.get('seconds', 0):.1f}"] + [_fmt(k, m.get(k)) for k in COLUMNS]
+                 f"{s.get('seconds', 0):.1f}"] + [_cell(k, m) for k in COLUMNS] + [_speedup_cell(s, metrics_of)]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Latencies in ms, ± half their 95% interval. Speed-up: the parent's latency over the variant's, "
+                  "measured paired (alternating runs), with its 95% interval; \"no measurable change\" when within "
+                  "noise, \"~\" when not measured paired."]
     failed = [s for s in report["steps"] if s.get("error")]
     if failed:
         lines += ["", "## Errors", ""] + [f"- {s['job']}: {s['error']}" for s in failed]
@@ -99,25 +129,44 @@ def write_plots(out: Path, steps: list[dict[str, Any]], variants: list[Variant],
         if history and index < len(steps):
             _step_plot(out / "plots" / f"step{index + 1}_{steps[index]['job']}.png", history, steps[index]["job"])
     measured = [v for v in variants if "accuracy" in v.metrics and "latency_ms" in v.metrics]
-    for key, label, name in (("latency_ms", "latency (ms, onnxruntime, batch)", "pareto_latency.png"),
+    for key, label, name in (("latency_ms", "latency (ms, onnxruntime, batch; bars: 95% interval)",
+                              "pareto_latency.png"),
                              ("size_bytes", "ONNX size (KiB)", "pareto_size.png")):
-        fig, ax = plt.subplots(figsize=(5.5, 4))
-        scale = 1024 if key == "size_bytes" else 1
-        pts = [(v.metrics["accuracy"], v.metrics[key] / scale) for v in measured]
-        front = set(pareto_front(pts))
-        for i, (v, (acc, cost)) in enumerate(zip(measured, pts)):
-            ax.scatter(cost, acc, s=40, c="#d62728" if i in front else "#1f77b4", zorder=3)
-            ax.annotate(v.id, (cost, acc), fontsize=7, xytext=(4, 3), textcoords="offset points")
-        if front:
-            ordered = sorted((pts[i] for i in front), key=lambda p: p[1])
-            ax.plot([p[1] for p in ordered], [p[0] for p in ordered], "--", c="#d62728", lw=1, label="Pareto front")
-            ax.legend(fontsize=7)
-        ax.set_xlabel(label)
-        ax.set_ylabel("test accuracy")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
+        fig = pareto_figure(measured, key, label)
         _save(fig, out / name)
         plt.close(fig)
+
+
+def pareto_figure(measured: list[Variant], key: str, label: str) -> Any:
+    """Accuracy against ``key`` with the Pareto front; latencies get horizontal error bars (``{key}_ci``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    scale = 1024 if key == "size_bytes" else 1
+    measured = [v for v in measured if v.metrics.get(key) is not None and v.metrics.get("accuracy") is not None]
+    pts = [(v.metrics["accuracy"], v.metrics[key] / scale) for v in measured]
+    front = set(pareto_front(pts))
+    bars = [(cost, acc, ci) for v, (acc, cost) in zip(measured, pts)
+            if key.startswith("latency") and (ci := interval(v.metrics.get(f"{key}_ci"))) is not None]
+    if bars:
+        ax.errorbar([b[0] for b in bars], [b[1] for b in bars], fmt="none", ecolor="#7f7f7f", elinewidth=1,
+                    capsize=3, zorder=2, xerr=[[max(b[0] - b[2][0], 0.0) for b in bars],
+                                               [max(b[2][1] - b[0], 0.0) for b in bars]])
+    for i, (v, (acc, cost)) in enumerate(zip(measured, pts)):
+        ax.scatter(cost, acc, s=40, c="#d62728" if i in front else "#1f77b4", zorder=3)
+        ax.annotate(v.id, (cost, acc), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    if front:
+        ordered = sorted((pts[i] for i in front), key=lambda p: p[1])
+        ax.plot([p[1] for p in ordered], [p[0] for p in ordered], "--", c="#d62728", lw=1, label="Pareto front")
+        ax.legend(fontsize=7)
+    ax.set_xlabel(label)
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
 
 
 def _step_plot(path: Path, history: dict[str, list[tuple[int, float]]], job: str) -> None:

@@ -1,13 +1,19 @@
-"""The compare view: accuracy against latency (or size) for every variant, with the Pareto front marked."""
+"""The compare view: accuracy against latency (or size) for every variant, with the Pareto front marked.
+
+On the latency axis each point carries a horizontal error bar: the 95% interval of its latency
+(``latency_ms_ci``), so two points whose bars overlap are not told apart by the plot either.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
+from workbench.core.figures import interval
 from workbench.core.report import pareto_front
 
 AXES = {"latency": ("latency_ms", "latency (ms, onnxruntime)"), "size": ("size_bytes", "size (KB, ONNX)")}
@@ -24,11 +30,16 @@ class ParetoPlot(pg.PlotWidget):
         self.axis = "latency"
         self.variants: list[Any] = []
         self.points: list[tuple[str, float, float]] = []
+        self.intervals: dict[str, tuple[float, float]] = {}  # variant id -> latency interval (latency axis only)
         self.front: list[str] = []
         self.selected: str | None = None
         self.showGrid(x=True, y=True, alpha=0.25)
         self.setLabel("left", "accuracy (%)")
         self.front_line = self.plot([], [], pen=pg.mkPen("#59A14F", width=1, style=pg.QtCore.Qt.PenStyle.DashLine))
+        self.error_bars = pg.ErrorBarItem(x=np.zeros(0), y=np.zeros(0), beam=0.0,
+                                          pen=pg.mkPen("#8C8C8C", width=1))
+        self.error_bars.setObjectName("paretoErrorBars")
+        self.addItem(self.error_bars)
         self.scatter = pg.ScatterPlotItem(size=11, hoverable=True, hoverSize=14)
         self.scatter.sigClicked.connect(self._clicked)
         self.addItem(self.scatter)
@@ -47,6 +58,12 @@ class ParetoPlot(pg.PlotWidget):
         scale = 1 / 1024 if self.axis == "size" else 1.0
         self.points = [(v.id, 100 * v.metrics["accuracy"], v.metrics[key] * scale) for v in variants
                        if v.metrics.get("accuracy") is not None and v.metrics.get(key)]
+        self.intervals = {}
+        if self.axis == "latency":
+            for v in variants:
+                ci = interval(v.metrics.get("latency_ms_ci"))
+                if ci is not None:
+                    self.intervals[v.id] = ci
         front_idx = pareto_front([(acc, cost) for _id, acc, cost in self.points])
         self.front = [self.points[i][0] for i in front_idx]
         self._draw()
@@ -64,6 +81,11 @@ class ParetoPlot(pg.PlotWidget):
             spots.append({"pos": (cost, acc), "data": vid, "brush": pg.mkBrush(brush), "pen": pen,
                           "symbol": "star" if on_front else "o", "size": 15 if on_front else 11})
         self.scatter.setData(spots)
+        bars = [(cost, acc, self.intervals[vid]) for vid, acc, cost in self.points if vid in self.intervals]
+        self.error_bars.setData(
+            x=np.array([b[0] for b in bars], dtype=float), y=np.array([b[1] for b in bars], dtype=float),
+            left=np.array([max(b[0] - b[2][0], 0.0) for b in bars], dtype=float),
+            right=np.array([max(b[2][1] - b[0], 0.0) for b in bars], dtype=float))
         front = sorted((cost, acc) for vid, acc, cost in self.points if vid in self.front)
         self.front_line.setData([c for c, _a in front], [a for _c, a in front])
         for label in self.labels:

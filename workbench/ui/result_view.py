@@ -3,6 +3,8 @@
 Jobs put their findings in ``ctx.result``: quantize's candidate formats with their latency and accuracy, the
 per-layer pruning sensitivity, notes such as "slower than fp32". Lists of records become tables, a mapping of
 mappings (layer -> ratio -> accuracy) becomes a table with one row per layer, and the rest key: value lines.
+Above them, the variant's measured latency with its 95% interval and its paired speed-up against its parent
+("no measurable change" when within noise), worded as in the variants table.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import json
 from typing import Any
 
 from PySide6.QtWidgets import QLabel, QScrollArea, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+
+from workbench.core.figures import NO_CHANGE, interval, latency_readout, paired_speedup, speedup_readout
 
 
 def _text(value: Any) -> str:
@@ -35,6 +39,24 @@ def _table(rows: list[dict[str, Any]], first: str | None = None) -> QTableWidget
     return table
 
 
+def measured_text(metrics: dict[str, Any]) -> str:
+    """One rich-text line: latencies with their intervals, and the paired speed-up with its interval."""
+    parts = []
+    for key, engine in (("latency_ms", "onnxruntime"), ("latency_torch_ms", "PyTorch")):
+        readout = latency_readout(metrics, key)
+        if readout.sort is not None:
+            ci = interval(metrics.get(f"{key}_ci"))
+            span = f" (95% interval {ci[0]:.3f}–{ci[1]:.3f})" if ci else ""
+            parts.append(f"<b>latency, {engine}</b>: {readout.text}{span}")
+    sp = paired_speedup(metrics)
+    if sp is not None:
+        readout = speedup_readout(metrics)
+        text = readout.text if readout.text == NO_CHANGE else f"{readout.text} faster" if sp["ratio"] > 1 \
+            else f"{readout.text} (slower)"
+        parts.append(f"<b>speed-up vs {sp.get('vs') or 'parent'}</b>: {text} <small>(measured paired)</small>")
+    return " · ".join(parts)
+
+
 class ResultView(QScrollArea):
     """objectName ``resultView``."""
 
@@ -56,6 +78,11 @@ class ResultView(QScrollArea):
             layout.addWidget(QLabel(head))
             params = ", ".join(f"{k}={_text(v)}" for k, v in variant.params.items())
             layout.addWidget(QLabel(f"<small>{params}</small>", wordWrap=True))
+            measured = measured_text(variant.metrics or {})
+            if measured:
+                label = QLabel(measured, wordWrap=True)
+                label.setObjectName("measuredFigures")
+                layout.addWidget(label)
             for key, value in (variant.result or {}).items():
                 self._add_entry(layout, key, value)
         layout.addStretch(1)

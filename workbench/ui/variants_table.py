@@ -1,4 +1,9 @@
-"""The variants table: one row per variant with its figures against the root of its lineage; sortable."""
+"""The variants table: one row per variant with its figures; sortable.
+
+Speed-ups come from the paired measurement against the parent (``metrics["speedup"]``) when there is one, and
+read "no measurable change" when it is within noise; older variants are compared with the root of their lineage,
+claiming a speed-up only where the two latencies' intervals do not overlap (see ``workbench.core.figures``).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,15 @@ from typing import Any
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPoint, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QMenu, QTableView, QWidget
 
+from workbench.core.figures import Readout, latency_readout, speedup_readout
+
 COLUMNS = ("id", "parent", "job", "accuracy", "params", "size", "latency", "speed-up", "size ratio", "marks")
+HEADER_TIPS = {
+    "latency": "median onnxruntime latency of one batch, ± half its 95% interval (hover a cell for the interval)",
+    "speed-up": "the parent's latency over this one, measured paired with the parent (95% interval); "
+                "\"no measurable change\" when within noise. Variants measured before paired timing are compared "
+                "with the root of their lineage (\"~\": not measured paired)",
+}
 
 
 def human_bytes(n: float | None) -> str:
@@ -60,13 +73,14 @@ class VariantsModel(QAbstractTableModel):
         by_id = {v.id: v for v in variants}
         self.rows = []
         for v in variants:
-            m, root = v.metrics, root_of(v, by_id).metrics
-            speed = (root.get("latency_ms") / m["latency_ms"]) if m.get("latency_ms") and root.get("latency_ms") else None
+            root_variant = root_of(v, by_id)
+            m, root = v.metrics, root_variant.metrics
             ratio = (m["size_bytes"] / root["size_bytes"]) if m.get("size_bytes") and root.get("size_bytes") else None
             self.rows.append({
                 "id": v.id, "parent": v.parent or "", "job": v.job, "accuracy": m.get("accuracy"),
-                "params": m.get("params"), "size": m.get("size_bytes"), "latency": m.get("latency_ms"),
-                "speed-up": speed, "size ratio": ratio, "marks": ", ".join(v.marks),
+                "params": m.get("params"), "size": m.get("size_bytes"), "latency": latency_readout(m),
+                "speed-up": speedup_readout(m, root, root_variant.id, is_reference=root_variant is v),
+                "size ratio": ratio, "marks": ", ".join(v.marks),
             })
         self.endResetModel()
 
@@ -79,6 +93,8 @@ class VariantsModel(QAbstractTableModel):
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: N802
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
             return COLUMNS[section]
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole:
+            return HEADER_TIPS.get(COLUMNS[section])
         return None
 
     def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
@@ -86,6 +102,12 @@ class VariantsModel(QAbstractTableModel):
             return None
         row, column = self.rows[index.row()], COLUMNS[index.column()]
         value = row[column]
+        if isinstance(value, Readout):
+            if role == Qt.ItemDataRole.DisplayRole:
+                return value.text
+            if role == Qt.ItemDataRole.ToolTipRole and value.tooltip:
+                return value.tooltip
+            value = value.sort
         if role == Qt.ItemDataRole.DisplayRole:
             return self._text(column, value)
         if role == Qt.ItemDataRole.UserRole:
@@ -107,9 +129,7 @@ class VariantsModel(QAbstractTableModel):
             return human_count(value)
         if column == "size":
             return human_bytes(value)
-        if column == "latency":
-            return f"{value:.3f} ms"
-        if column in ("speed-up", "size ratio"):
+        if column == "size ratio":
             return f"{value:.2f}×"
         return str(value)
 
