@@ -70,6 +70,7 @@ def test_plugin_path_folders_reach_a_spawned_child(folder, monkeypatch):
         assert pool.submit(_jobs_seen_by_a_spawned_child).result(timeout=120) == ["env_scale"]
 
 
+@pytest.mark.slow  # a batch run with its worker process: about 25 s on 2 busy cores
 def test_cli_lists_and_runs_a_job_from_the_env_folder(folder, tmp_path, monkeypatch):
     monkeypatch.setenv(ENV, str(folder))
     listed = run_cli("--list-plugins")
