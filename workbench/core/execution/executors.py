@@ -130,7 +130,9 @@ def describe_exception(exc: BaseException, job: str) -> str:
 
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return f"job {job}: out of GPU memory (try a smaller batch_size or auto_batch=true)"
-    if isinstance(exc, MemoryError):
-        return f"job {job}: out of memory"
+    if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and any(
+            text in str(exc) for text in ("can't allocate memory", "not enough memory", "out of memory"))):
+        return f"job {job}: out of memory ({str(exc).strip().splitlines()[0][:120]})" if str(exc).strip() \
+            else f"job {job}: out of memory"
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"job {job} raised {type(exc).__name__}: {text}" if text else f"job {job} raised {type(exc).__name__}"

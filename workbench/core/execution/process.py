@@ -125,7 +125,7 @@ class ProcessExecutor:
         from workbench.core.jobs.devplugins import loaded_folders
         from workbench.core.variants.timing import fixed_threads
 
-        registered = [p.target for p in self.plugins.plugins()
+        registered = [(p.job, p.target) for p in self.plugins.plugins()
                       if p.origin == "registered" and p.job_class is not None]
         return WorkerConfig(session=self.session.spec, plugin_folders=[str(f) for f in loaded_folders()],
                             registered=registered, disabled=sorted(self.plugins.disabled),

@@ -24,7 +24,7 @@ class WorkerConfig:
 
     session: Any  # SessionSpec
     plugin_folders: list[str] = field(default_factory=list)
-    registered: list[str] = field(default_factory=list)  # "module:Qualname" of jobs registered by hand
+    registered: list[tuple[str, str]] = field(default_factory=list)  # (job, "module:Qualname") registered by hand
     disabled: list[str] = field(default_factory=list)
     sys_path: list[str] = field(default_factory=list)
     launch: Any = None  # LaunchOptions
@@ -60,7 +60,7 @@ def _setup(config: WorkerConfig) -> list[str]:
             load_plugin_folders([__import__("pathlib").Path(p) for p in config.plugin_folders], into=reg)
         except Exception as exc:  # noqa: BLE001 - the parent already reported the folder's problems
             problems.append(f"plugin folders: {exc}")
-    for target in config.registered:
+    for name, target in config.registered:
         module_name, _, qualname = target.partition(":")
         try:
             obj: Any = importlib.import_module(module_name)
@@ -68,7 +68,9 @@ def _setup(config: WorkerConfig) -> list[str]:
                 obj = getattr(obj, part)
             reg.register(obj)
         except Exception:  # noqa: BLE001 - the job fails with a clear message if it is requested
-            pass
+            reg.record_failure(name, target, "registered",
+                               f"it was registered by hand in the parent process and {target} cannot be imported "
+                               "in a worker process (define it in a module or a plugin folder, or run --inline)")
     return problems
 
 
