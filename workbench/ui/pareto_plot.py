@@ -16,7 +16,8 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidg
 from workbench.core.figures import interval
 from workbench.core.report import pareto_front
 
-AXES = {"latency": ("latency_ms", "latency (ms, onnxruntime)"), "size": ("size_bytes", "size (KB, ONNX)")}
+AXES = {"latency": ("latency_ms", "latency (ms, onnxruntime; bars: 95% interval)"),
+        "size": ("size_bytes", "size (KB, ONNX)")}
 
 
 class ParetoPlot(pg.PlotWidget):

@@ -130,7 +130,7 @@ class VariantsModel(QAbstractTableModel):
         if column == "size":
             return human_bytes(value)
         if column == "size ratio":
-            return f"{value:.2f}×"
+            return f"{value:.2f}x"
         return str(value)
 
 
