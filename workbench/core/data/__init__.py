@@ -27,6 +27,8 @@ _LOADERS: dict[str, tuple[str, str, dict[str, str]]] = {
     "folder": ("folder", "load_folder", {}),
     "csv": ("tabular", "load_csv", {}),
     "text_csv": ("text", "load_text_csv", {}),
+    "text": ("corpus", "load_text_corpus", {}),
+    "pydocs": ("corpus", "load_pydocs", {}),
 }
 
 _DESCRIPTIONS: list[tuple[str, str]] = [
@@ -41,6 +43,9 @@ _DESCRIPTIONS: list[tuple[str, str]] = [
     ("folder:DIR[:size=28,skip_bad=true]", "images in one subfolder per class (png/jpg/bmp/gif)"),
     ("csv:FILE", "tabular CSV: numeric feature columns, class label in the last column"),
     ("text_csv:FILE[:seq_len=64,vocab=20000]", "CSV with text,label columns, tokenized into word ids"),
+    ("text:FILE[:seq_len=128,tokenizer=DIR,vocab=4096]",
+     "a UTF-8 corpus for language models; the model's tokenizer, DIR's, or a BPE trained on it"),
+    ("pydocs[:seq_len=128,vocab=4096]", "this Python's standard-library docstrings, a corpus for language models"),
 ]
 
 

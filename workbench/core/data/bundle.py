@@ -38,6 +38,8 @@ class DatasetInfo:
     input_dtype: str
     vocab_size: int | None = None
     sizes: dict[str, int] = field(default_factory=dict)
+    task: str = "classification"  # the name of a workbench.core.tasks Task: "classification", "causal_lm", ...
+    tokenizer: str | None = None  # a language-model corpus: the folder its tokenizer is saved in
 
 
 def tokenize(text: str) -> list[str]:

@@ -56,9 +56,16 @@ def build_from_recipe(recipe: dict[str, Any]) -> nn.Module:
 
 def load_model(spec: str, info: DatasetInfo, *, weights: str | None = None, trust: bool = False) -> Any:
     """A model from a spec, fitted to the dataset; torch models carry their recipe."""
+    if spec.startswith("hf:") or _is_hf_folder(spec):
+        from workbench.core.lm.hf_folder import open_hf_folder
+
+        if weights:
+            raise InputError("--weights goes with a zoo: or py: model; a Hugging Face folder already has weights")
+        return open_hf_folder(Path(spec.removeprefix("hf:")), trust=trust, info=info)
     if spec.startswith("zoo:"):
         name, _, rest = spec[4:].partition(":")
         options = split_kv(rest, f"model {spec}")
+        _check_task_fits(spec, name, info)
         if info.vocab_size and "vocab_size" not in options:
             from workbench.core.models.zoo import list_models
 
@@ -80,9 +87,45 @@ def load_model(spec: str, info: DatasetInfo, *, weights: str | None = None, trus
     else:
         if weights:
             raise InputError("--weights goes with a zoo: or py: model; a file or folder already has weights")
-        return load_model_file(Path(spec), trust=trust)
+        return _fit_language_model(load_model_file(Path(spec), trust=trust), info, spec)
     if weights:
         load_weights(model, Path(weights))
+    return _fit_language_model(model, info, spec)
+
+
+def _is_hf_folder(spec: str) -> bool:
+    if spec.startswith(("zoo:", "py:", "stack:")):
+        return False
+    from workbench.core.lm.hf_folder import is_hf_folder
+
+    return is_hf_folder(Path(spec).expanduser())
+
+
+def _check_task_fits(spec: str, name: str, info: DatasetInfo) -> None:
+    """A zoo language model needs a corpus, a zoo classifier needs labelled data: say so in one line."""
+    from workbench.core.models.zoo import list_models
+
+    entry = next((e for e in list_models() if e.name == name), None)
+    if entry is None:
+        return
+    is_lm = "tokens" in entry.input_kinds
+    if is_lm and info.task != "causal_lm":
+        raise InputError(f"{spec} is a language model: it needs a text corpus dataset (text:FILE or pydocs), "
+                         f"not {info.spec!r}")
+    if not is_lm and info.task == "causal_lm":
+        raise InputError(f"{spec} is a classifier, and {info.spec!r} is a corpus for language models: use "
+                         "zoo:tiny_llama or a Hugging Face model folder")
+
+
+def _fit_language_model(model: Any, info: DatasetInfo, spec: str) -> Any:
+    """A language model gets the tokenizer its data is encoded with (checked against its vocabulary)."""
+    if getattr(model, "is_causal_lm", False):
+        from workbench.core.lm.hf_folder import attach_dataset_tokenizer
+
+        if info.task != "causal_lm":
+            raise InputError(f"{spec} is a language model: it needs a text corpus dataset (text:FILE or pydocs), "
+                             f"not {info.spec!r}")
+        attach_dataset_tokenizer(model, info, what=spec)
     return model
 
 
@@ -90,6 +133,10 @@ def load_model_file(path: Path, *, trust: bool = False) -> Any:
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     if path.is_dir():
+        if _is_hf_folder(str(path)):
+            from workbench.core.lm.hf_folder import open_hf_folder
+
+            return open_hf_folder(path, trust=trust)
         if (path / "saved_model.pb").is_file() and not (path / "meta.json").exists():
             from workbench.core.models.keras_import import load_saved_model
 

@@ -102,6 +102,10 @@ def save_torch_model(model: nn.Module, folder: Path, recipe: dict[str, Any] | No
     from safetensors.torch import save
 
     model = model.eval()
+    if getattr(model, "is_causal_lm", False):  # a Hugging Face folder: config.json + safetensors + tokenizer
+        from workbench.core.lm.model import save_language_model
+
+        return save_language_model(model, folder)
     if recipe is not None and recipe.get("kind") in RECIPE_KINDS:
         state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
         data = save(state)
@@ -142,6 +146,10 @@ def load_torch_model(folder: Path) -> nn.Module:
             recipe, shapes = payload["recipe"], payload.get("shapes", {})
         except (ValueError, KeyError) as exc:
             raise InputError(f"{recipe_file}: unreadable recipe ({exc})") from None
+        if isinstance(recipe, dict) and recipe.get("kind") == "causal_lm":
+            from workbench.core.lm.model import load_language_model
+
+            return load_language_model(folder, recipe)
         try:
             state = load_file(str(folder / "model.safetensors"))
         except (SafetensorError, OSError, ValueError) as exc:

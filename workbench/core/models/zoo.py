@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from workbench.core.errors import InputError
+from workbench.core.models.zoo_lm import tiny_llama
 from workbench.core.models.zoo_text import lstm_classifier, transformer_encoder
 from workbench.core.models.zoo_vision import lenet5, mlp, mobilenet_v2, resnet8, resnet18, seed_cnn
 
@@ -55,6 +56,7 @@ _BUILTINS: dict[str, ZooEntry] = {
         _builtin(mobilenet_v2, ("image",)),
         _builtin(lstm_classifier, ("text",)),
         _builtin(transformer_encoder, ("text",)),
+        _builtin(tiny_llama, ("tokens",)),  # a causal language model: token sequences in, next-token logits out
     )
 }
 
@@ -174,13 +176,14 @@ def _resolve_options(entry: ZooEntry, options: dict[str, OptionValue] | None) ->
 
 def _dry_input(entry: ZooEntry, input_shape: tuple[int, ...]) -> torch.Tensor:
     """Zeros shaped like a batch of two; int64 token ids for text-only models."""
-    if "text" in entry.input_kinds and not {"image", "tabular"} & set(entry.input_kinds):
+    if {"text", "tokens"} & set(entry.input_kinds) and not {"image", "tabular"} & set(entry.input_kinds):
         return torch.zeros(2, *input_shape, dtype=torch.long)
     return torch.zeros(2, *input_shape)
 
 
-def _check_fit(name: str, model: nn.Module, example: torch.Tensor, num_classes: int) -> None:
-    """Run one forward pass in eval mode so shape mismatches surface as one clear InputError."""
+def _check_fit(name: str, model: nn.Module, example: torch.Tensor, num_classes: int, per_token: bool = False) -> None:
+    """Run one forward pass in eval mode so shape mismatches surface as one clear InputError; a language model
+    (``per_token``) gives one score per vocabulary entry at every position."""
     shape = "x".join(str(d) for d in example.shape[1:])
     was_training = model.training
     model.eval()  # no BatchNorm statistics updates, no dropout
@@ -192,10 +195,12 @@ def _check_fit(name: str, model: nn.Module, example: torch.Tensor, num_classes: 
         raise InputError(f"{name} cannot take inputs of shape {shape}: {reason}") from exc
     finally:
         model.train(was_training)
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (example.shape[0], num_classes):
+    expected = (*example.shape[:2], num_classes) if per_token else (example.shape[0], num_classes)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        want = "(N, seq, vocab " if per_token else "(N, "
         raise InputError(
-            f"{name} gives outputs of shape {got} on inputs of shape {shape}; expected (N, {num_classes})"
+            f"{name} gives outputs of shape {got} on inputs of shape {shape}; expected {want}{num_classes})"
         )
 
 
@@ -226,5 +231,5 @@ def build_zoo_model(
         raise InputError(
             f"{name} cannot be built for inputs of shape {input_shape}: {_first_line(str(exc))}"
         ) from exc
-    _check_fit(name, model, _dry_input(entry, input_shape), num_classes)
+    _check_fit(name, model, _dry_input(entry, input_shape), num_classes, per_token="tokens" in entry.input_kinds)
     return model
