@@ -149,7 +149,7 @@ def _batch(args: argparse.Namespace) -> int:
     if pipe.model is None and not (pipe.out and Path(pipe.out, "workspace.sqlite").exists()):
         raise InputError("--batch needs --model (or an existing workspace in --out)")
     if args.nproc_per_node > 1 or args.nnodes > 1:
-        from workbench.core.execution.distributed import run_distributed_batch
+        from workbench.core.batch import run_distributed_batch
 
         return run_distributed_batch(pipe, args)
     from workbench.core.batch import run_batch

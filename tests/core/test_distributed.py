@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli
+from workbench.core.batch import run_distributed_batch
 from workbench.core.errors import InputError, JobFailed
 from workbench.core.execution.distributed import (
     LaunchOptions,
     _rank_error,
     _Tail,
-    run_distributed_batch,
 )
 from workbench.core.execution.runner import JobRequest, Runner
 from workbench.core.jobs.events import METRIC
@@ -28,12 +28,13 @@ from workbench.plugin import Job, JobFailed, Param
 
 class Boom(Job):
     name = "boom"
+    data_parallel = True
     processes: int = Param(1, min=1, max=8, help="ranks")
 
     def run(self, ctx):
-        if ctx.distributed.rank == 1:
+        if ctx.parallel.rank == 1:
             raise JobFailed("rank one broke on purpose")
-        ctx.distributed.sum(1.0)  # blocks until the peer is gone, like a rank waiting in an all-reduce
+        ctx.parallel.sum(1.0)  # blocks until the peer is gone, like a rank waiting in an all-reduce
         return ctx.model
 '''
 

@@ -196,3 +196,59 @@ def print_table(report: dict[str, Any]) -> None:
     console = Console()
     console.print(table)
     console.print(f"report: {Path(report['workspace']) / 'report.json'}")
+
+
+# data-parallel batch runs (--nproc-per-node, --nnodes) ---------------------------------------------------------
+def options_from_args(args: Any) -> Any:
+    """torchrun's topology from the command line's flags, checked."""
+    from workbench.core.execution.distributed import LaunchOptions
+
+    options = LaunchOptions(
+        nproc_per_node=args.nproc_per_node, nnodes=getattr(args, "nnodes", 1) or 1,
+        node_rank=getattr(args, "node_rank", 0) or 0,
+        master_addr=getattr(args, "master_addr", None) or "127.0.0.1",
+        master_port=getattr(args, "master_port", None) or 29500,
+    )
+    options.check()
+    return options
+
+
+def run_distributed_batch(pipe: Any, args: Any) -> int:
+    """``--batch --nproc-per-node N``: steps that can run data-parallel get ``processes=N`` unless they set it."""
+    from workbench.core.execution.distributed import supports_processes
+    from workbench.core.jobs.registry import registry
+
+    options = options_from_args(args)
+    parallel = []
+    for step in pipe.steps:
+        if supports_processes(registry().load(step.job)):
+            step.params.setdefault("processes", options.nproc_per_node)
+            parallel.append(step)
+    if not parallel:
+        names = ", ".join(s.job for s in pipe.steps) or "none"
+        raise InputError(f"--nproc-per-node: none of the steps ({names}) can run data-parallel (train, distill do)")
+    if options.node_rank > 0:
+        return _follow(pipe, parallel, options, quiet=args.quiet or args.json)
+    return run_batch(pipe, trust=args.trust, as_json=args.json, quiet=args.quiet, launch=options,
+                     inline=getattr(args, "inline", False))
+
+
+def _follow(pipe: Any, steps: list[Any], options: Any, quiet: bool) -> int:
+    """A node other than 0: start this node's ranks for each data-parallel step; node 0 owns the workspace."""
+    import tempfile
+
+    from workbench.core.execution.distributed import launch_ranks
+    from workbench.core.execution.session import resolve_device
+    from workbench.core.jobs.registry import registry
+
+    for index, step in enumerate(steps):
+        job = registry().load(step.job)(**step.params)
+        spec = {"job": job.name, "params": job.values, "variant": None, "variants_dir": None,
+                "dataset": pipe.dataset, "seed": pipe.seed, "device": resolve_device(pipe.device),
+                "strategy": job.values.get("strategy", "ddp"), "bench_batch": pipe.bench_batch, "plugin_paths": []}
+        with tempfile.TemporaryDirectory(prefix="wb-node-") as tmp:
+            if not quiet:
+                print(f"node {options.node_rank}: step {index + 1}/{len(steps)} {job.name}: starting "
+                      f"{job.values['processes']} ranks", file=sys.stderr)
+            launch_ranks(spec, int(job.values["processes"]), options, Path(tmp))
+    return 0

@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtCore import QEvent, QObject, QSettings, Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -22,6 +22,11 @@ from PySide6.QtWidgets import (
 
 from workbench.core.errors import InputError
 from workbench.ui.param_form import ParamForm
+
+# QSettings group of the values a user changed in a job's form (only those: untouched fields follow the defaults,
+# so a better default reaches them). "params/" held whole forms before and is dropped when met.
+SETTINGS_GROUP = "job_params"
+OLD_SETTINGS_GROUP = "params"
 
 
 class JobPanel(QWidget):
@@ -72,6 +77,8 @@ class JobPanel(QWidget):
         self.queue.setMaximumHeight(110)
         layout.addWidget(self.queue)
         self.default_job = "train"
+        self.presets: dict[str, dict[str, Any]] = {}  # job -> values its form starts from instead of the defaults
+        self._starting: dict[str, dict[str, Any]] = {}  # job -> its form's values before the user's edits
         for name in controller.job_names():
             self.selector.addItem(name, name)
         self.selector.setPlaceholderText("loading jobs ...")
@@ -100,18 +107,50 @@ class JobPanel(QWidget):
             job_class = self.controller.job_class(name, wait=wait)
             if job_class is None:
                 return
-            form = self._forms[name] = ParamForm(job_class)
-            saved = QSettings().value(f"params/{name}")
-            if saved:
-                try:
-                    form.set_values(json.loads(str(saved)))
-                except ValueError:
-                    pass
+            form = self._forms[name] = self._build_form(name, job_class)
         if self.scroll.widget() is not None:
             self.scroll.takeWidget()  # keep the old form (and its edits) for when the job is picked again
         self.scroll.setWidget(form)
         self.form = form
+        self._fit_form()
         self.run_button.setToolTip(f"Run {name} on the selected variant (Ctrl+R)")
+
+    def _build_form(self, name: str, job_class: type) -> ParamForm:
+        """The job's form: its defaults, then the panel's preset for it (the demo's), then what the user changed
+        last time."""
+        form = ParamForm(job_class)
+        form.set_values(self.presets.get(name, {}))
+        try:
+            self._starting[name] = form.values()
+        except InputError:
+            self._starting[name] = {}
+        settings = QSettings()
+        settings.remove(f"{OLD_SETTINGS_GROUP}/{name}")
+        saved = settings.value(f"{SETTINGS_GROUP}/{name}")
+        if saved:
+            try:
+                changed = json.loads(str(saved))
+            except ValueError:
+                changed = None
+            if isinstance(changed, dict):
+                form.set_values(changed)
+        form.installEventFilter(self)  # the Advanced section opening can widen the form
+        return form
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
+        if watched is self.form and event.type() == QEvent.Type.LayoutRequest:
+            self._fit_form()
+        return super().eventFilter(watched, event)
+
+    def _fit_form(self) -> None:
+        """Keep the scroll area at least as wide as the form needs (with room for the vertical scrollbar), so a
+        narrow window or dock squeezes the other panels instead of hiding the form behind a horizontal
+        scrollbar."""
+        if self.form is None:
+            return
+        scrollbar = self.scroll.verticalScrollBar().sizeHint().width()
+        frame = 2 * self.scroll.frameWidth()
+        self.scroll.setMinimumWidth(self.form.minimumSizeHint().width() + scrollbar + frame)
 
     def _on_jobs_loaded(self, _classes: dict) -> None:
         """The plugins are imported: sync the selector with the job list, select the default job unless the
@@ -149,7 +188,9 @@ class JobPanel(QWidget):
         except InputError:
             return
         name = self.current_job()
-        QSettings().setValue(f"params/{name}", json.dumps(values, default=str))
+        starting = self._starting.get(name, {})
+        changed = {k: v for k, v in values.items() if k not in starting or starting[k] != v}
+        QSettings().setValue(f"{SETTINGS_GROUP}/{name}", json.dumps(changed, default=str))
         self.run_requested.emit(name, values)
 
     # events ---------------------------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QSettings, Qt
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtCore import QByteArray, QPoint, QRect, QSettings, QSize, Qt
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import QDockWidget, QMainWindow, QMessageBox, QTabWidget, QWidget
 
 from workbench.ui import file_actions
@@ -18,12 +18,26 @@ from workbench.ui.graph_view import GraphView
 from workbench.ui.job_panel import JobPanel
 from workbench.ui.log_view import LogView
 from workbench.ui.metrics_plot import MetricsPlot
+from workbench.ui.model_builder import ModelBuilder
 from workbench.ui.notifications import NotificationArea
 from workbench.ui.pareto_plot import ComparePanel
 from workbench.ui.result_view import ResultView
 from workbench.ui.status_bar import StatusBar
 from workbench.ui.theme import THEMES, app_icon, apply_theme, configure_plots
 from workbench.ui.variants_table import VariantsTable
+
+PREFERRED_SIZE = QSize(1440, 900)
+FRAME_ALLOWANCE = QSize(16, 48)  # a window manager's borders and title bar, outside the window's own geometry
+
+
+def first_geometry(available: QRect, preferred: QSize = PREFERRED_SIZE) -> QRect:
+    """Where the window opens when no size was saved: the preferred size where the screen has room, else the
+    screen's free area less room for the frame (a window larger than the screen hides the job panel); centred."""
+    width = max(640, min(preferred.width(), available.width() - FRAME_ALLOWANCE.width()))
+    height = max(480, min(preferred.height(), available.height() - FRAME_ALLOWANCE.height()))
+    rect = QRect(0, 0, width, height)
+    rect.moveCenter(available.center())
+    return rect
 
 
 class MainWindow(QMainWindow):
@@ -48,7 +62,7 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._connect()
         apply_theme(self, self.theme)
-        self.resize(1440, 900)
+        self._fit_to_screen()
         geometry = self.settings.value("geometry")
         if isinstance(geometry, QByteArray):
             self.restoreGeometry(geometry)
@@ -69,6 +83,8 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.compare, "Compare")
         self.result_view = ResultView()
         self.tabs.addTab(self.result_view, "Details")
+        self.model_builder = ModelBuilder()  # the stack: layer-list editor
+        self.tabs.addTab(self.model_builder, "Build")
         self.setCentralWidget(self.tabs)
         self.variants_table = VariantsTable()
         self.job_panel = JobPanel(self.controller)
@@ -88,8 +104,18 @@ class MainWindow(QMainWindow):
         self.variants_dock = self._dock("Variants", "variantsDock", self.variants_table, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.job_dock = self._dock("Job", "jobDock", self.job_panel, Qt.DockWidgetArea.RightDockWidgetArea)
         self.log_dock = self._dock("Log", "logDock", self.log_view, Qt.DockWidgetArea.BottomDockWidgetArea)
-        self.resizeDocks([self.variants_dock, self.job_dock], [660, 320], Qt.Orientation.Horizontal)
         self.resizeDocks([self.log_dock], [150], Qt.Orientation.Vertical)
+
+    def _fit_to_screen(self) -> None:
+        """Open at a size that fits the screen; the side panels take shares of the width (the job panel never
+        less than its form needs: see JobPanel), the plots the rest."""
+        screen = self.screen() or QGuiApplication.primaryScreen()
+        rect = first_geometry(screen.availableGeometry()) if screen is not None else QRect(QPoint(), PREFERRED_SIZE)
+        self.resize(rect.size())
+        self.move(rect.topLeft())
+        width = rect.width()
+        self.resizeDocks([self.variants_dock, self.job_dock], [int(width * 0.38), max(300, int(width * 0.22))],
+                         Qt.Orientation.Horizontal)
 
     def _action(self, menu: Any, text: str, slot: Any, shortcut: Any = None, name: str = "") -> QAction:
         action = QAction(text, self)
@@ -151,6 +177,8 @@ class MainWindow(QMainWindow):
         self.variants_table.remeasure_requested.connect(self._remeasure)
         self.pareto_plot.variant_selected.connect(self.select_variant)
         self.graph_view.load_failed.connect(lambda msg: self.notifications.notify(f"graph: {msg}", "warning"))
+        self.model_builder.build_requested.connect(lambda spec: file_actions.load_model_path(self, spec))
+        c.session_ready.connect(lambda session: self.model_builder.set_dataset(session.data.info))
         self.tabs.currentChanged.connect(lambda _i: self._show_graph(self.selected))
         self._heat: dict[str, dict[str, float]] = {}
         self.graph_view.graph_shown.connect(lambda _n: self._apply_heat())
