@@ -127,6 +127,7 @@ class Controller(QObject):
         self._classes: dict[str, type] = {}
         self._jobs_future: concurrent.futures.Future | None = None
         self._waiting: list[tuple[Any, Any]] = []  # requests made before the session was ready
+        self._waiting_models: list[str] = []  # models opened (File > Open model, the builder) while it was loading
         self.handles: dict[int, Any] = {}
         self.opening = False
         self.failed_jobs: set[str] = set()
@@ -208,6 +209,10 @@ class Controller(QObject):
     def add_model(self, model: str) -> None:
         """Load another model into the open workspace as a new root (File > Open model, drag and drop)."""
         if self.session is None:
+            if self.opening:  # a workspace is still opening: the model joins it once it is open
+                self._waiting_models.append(model)
+                self.session_opening.emit(f"{model} waits for the workspace to open ...")
+                return
             self.open(None, model, None)
             return
         session, runner = self.session, self.runner
@@ -235,6 +240,9 @@ class Controller(QObject):
         waiting, self._waiting = self._waiting, []
         for request, callback in waiting:
             callback(self._submit_now(request))
+        models, self._waiting_models = self._waiting_models, []
+        for model in models:
+            self.add_model(model)
 
     def _on_session_error(self, exc: BaseException) -> None:
         import traceback
@@ -244,6 +252,7 @@ class Controller(QObject):
         self.session_failed.emit(str(exc) or type(exc).__name__, details)
         for _request, callback in self._waiting:
             callback(None)
+        self._waiting_models = []
         self._waiting = []
 
     def refresh(self) -> None:

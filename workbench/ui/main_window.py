@@ -178,7 +178,8 @@ class MainWindow(QMainWindow):
         self.pareto_plot.variant_selected.connect(self.select_variant)
         self.graph_view.load_failed.connect(lambda msg: self.notifications.notify(f"graph: {msg}", "warning"))
         self.model_builder.build_requested.connect(lambda spec: file_actions.load_model_path(self, spec))
-        c.session_ready.connect(lambda session: self.model_builder.set_dataset(session.data.info))
+        c.session_ready.connect(lambda session: c.bridge.run_in_background(  # the dataset may load: off the GUI thread
+            lambda: session.data.info, self.model_builder.set_dataset, lambda _exc: None))
         self.tabs.currentChanged.connect(lambda _i: self._show_graph(self.selected))
         self._heat: dict[str, dict[str, float]] = {}
         self.graph_view.graph_shown.connect(lambda _n: self._apply_heat())
