@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workbench.plugin import InputError, Job, JobContext, JobFailed, Param
+from workbench.plugin import InputError, Job, JobContext, JobFailed, Param, task_of
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 READ_LOSSES_EVERY = 16  # steps whose losses are read in one transfer on a GPU
@@ -44,6 +44,8 @@ class TrainSettings:
     auto_batch: bool
     log_every: int = 1
     diverge_factor: float = DIVERGE_FACTOR
+    max_steps: int = 0  # stop after this many optimizer steps (0: epochs decide)
+    accumulate: int = 1  # batches whose gradients add up to one optimizer step
 
 
 class TrainingJob(Job):
@@ -62,6 +64,10 @@ class TrainingJob(Job):
     gamma: float = Param(0.1, min=0.0, max=1.0, help="decay factor (step and plateau schedules)", advanced=True)
     patience: int = Param(0, min=0, max=1000, help="early stopping: epochs without validation improvement (0 = off)")
     grad_clip: float = Param(0.0, min=0.0, max=1e6, help="clip the gradient norm to this (0 = off)")
+    max_steps: int = Param(0, min=0, max=1_000_000_000,
+                           help="stop after this many optimizer steps (0 = no limit; epochs still bound the run)")
+    accumulate: int = Param(1, min=1, max=4096, help="gradient accumulation: batches per optimizer step "
+                                                     "(an effective batch of batch_size x accumulate)")
     diverge_factor: float = Param(
         DIVERGE_FACTOR, min=0.0, max=1e12, advanced=True,
         help="fail when the smoothed loss grows past this multiple of its start (at least 1.0); 0 = never")
@@ -80,7 +86,7 @@ class TrainingJob(Job):
         return TrainSettings(
             self.epochs, self.batch_size, self.lr, self.optimizer, self.momentum, self.weight_decay,
             self.schedule, self.step_size, self.gamma, self.patience, self.grad_clip, self.amp, self.auto_batch,
-            diverge_factor=self.diverge_factor,
+            diverge_factor=self.diverge_factor, max_steps=self.max_steps, accumulate=self.accumulate,
         )
 
     def wants_augment(self, ctx: JobContext) -> bool:
@@ -124,7 +130,15 @@ def build_scheduler(optimizer: torch.optim.Optimizer, s: TrainSettings) -> Any:
 
 
 def check_fits(model: nn.Module, ctx: JobContext) -> None:
-    """The model must give one score per class of this dataset (also catches online learning mismatches)."""
+    """The model must give one score per class of this dataset (also catches online learning mismatches); for
+    another task (a language model's next-token logits), the task's own output check."""
+    task = task_of(ctx.data.info)
+    if task.name != "classification":
+        try:
+            task.check_output(model, ctx.data, ctx.device, ctx.job_name)
+        except JobFailed as exc:
+            raise InputError(str(exc).replace(f"job {ctx.job_name} returned a model whose", "the model's")) from None
+        return
     x = ctx.data.example_batch(2).to(ctx.device)
     was_training = model.training
     model.eval()
@@ -196,6 +210,10 @@ class TrainLoop:
     def __init__(self, ctx: JobContext, model: nn.Module, settings: TrainSettings, loss_fn: LossFn,
                  checkpoint: Path | None = None, extra_params: list[nn.Parameter] | None = None) -> None:
         self.ctx, self.model, self.s, self.loss_fn = ctx, model, settings, loss_fn
+        self.task = task_of(ctx.data.info)
+        self.unit = self.task.throughput_unit(ctx.data)  # samples, or tokens for a language model
+        self.items = 0  # samples (tokens) of the last epoch, for the throughput figure
+        self.reached_max_steps = False
         self.dist = ctx.parallel
         self.extra = list(extra_params or [])
         if not any(p.requires_grad for p in model.parameters()) and not self.extra:
@@ -268,13 +286,19 @@ class TrainLoop:
                     ctx.warn(f"out of memory: batch size halved to {self.batch_size}; epoch {epoch} restarts")
                     continue
                 raise
-            val = ctx.accuracy(self.net, "val")
+            if self.task.name == "classification":
+                val = ctx.accuracy(self.net, "val")
+            else:  # every rank scores the whole split: the task's metrics, no classifier sharding
+                val = self.task.evaluate(self.net, ctx.data, "val", ctx.device, ctx.check_cancelled)
             self.last_val_accuracy = val.get("accuracy")
             lr = self.optimizer.param_groups[0]["lr"]
+            rate = self.items / max(seconds, 1e-9)
+            quality = {f"val_{k}": v for k, v in val.items() if k != "loss"} or {"val_accuracy": math.nan}
             ctx.log(step=self.global_step, epoch=epoch, train_loss=train_loss, val_loss=val.get("loss", math.nan),
-                    val_accuracy=val.get("accuracy", math.nan), lr=lr, samples_per_s=samples / max(seconds, 1e-9))
+                    **quality, lr=lr, **{f"{self.unit}_per_s": rate})
+            shown = ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in quality.items())
             ctx.info(f"epoch {epoch}/{s.epochs}: loss {train_loss:.4f}, val loss {val.get('loss', math.nan):.4f}, "
-                     f"val accuracy {val.get('accuracy', math.nan):.4f}, {samples / max(seconds, 1e-9):.0f} samples/s")
+                     f"{shown}, {rate:.0f} {self.unit}/s")
             if self.scheduler is not None:
                 if s.schedule == "plateau":
                     self.scheduler.step(val.get("loss", train_loss))
@@ -284,6 +308,9 @@ class TrainLoop:
                 ctx.info(f"early stopping after epoch {epoch}: no validation improvement in {s.patience} epochs")
                 break
             self._save_checkpoint(epoch)
+            if self.reached_max_steps:
+                ctx.info(f"stopped after max_steps={s.max_steps} optimizer steps (epoch {epoch})")
+                break
             epoch += 1
         if s.patience > 0 and self.best_state is not None:
             self.model.load_state_dict(self.best_state)
@@ -322,37 +349,52 @@ class TrainLoop:
         loss_sum, count, start = 0.0, 0, time.perf_counter()
         pending: list[tuple[int, int, torch.Tensor, int]] = []  # (batch index, global step, loss, samples)
         device = ctx.device
+        accumulate = max(1, s.accumulate)
+        planned = s.epochs * total_batches
+        if s.max_steps:
+            planned = min(planned, s.max_steps * accumulate)
+        self.items = 0
         for i, (x, y) in enumerate(loader, 1):
             ctx.check_cancelled()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            self.optimizer.zero_grad(set_to_none=True)
+            last = i % accumulate == 0 or i == total_batches  # this batch ends an optimizer step
+            if (i - 1) % accumulate == 0:
+                self.optimizer.zero_grad(set_to_none=True)
             if self.amp_dtype is not None:
                 with torch.autocast(device.type, dtype=self.amp_dtype):
                     loss = self.loss_fn(self.net, x, y)
             else:
                 loss = self.loss_fn(self.net, x, y)
+            scaled = loss / accumulate if accumulate > 1 else loss
             if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-                self._sync_extra()
-                if s.grad_clip > 0:
-                    self.scaler.unscale_(self.optimizer)
-                    torch.nn.utils.clip_grad_norm_(self.trainable, s.grad_clip)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
+                self.scaler.scale(scaled).backward()
+                if last:
+                    self._sync_extra()
+                    if s.grad_clip > 0:
+                        self.scaler.unscale_(self.optimizer)
+                        torch.nn.utils.clip_grad_norm_(self.trainable, s.grad_clip)
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
             else:
-                loss.backward()
-                self._sync_extra()
-                if s.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(self.trainable, s.grad_clip)
-                self.optimizer.step()
-            self.global_step += 1
+                scaled.backward()
+                if last:
+                    self._sync_extra()
+                    if s.grad_clip > 0:
+                        torch.nn.utils.clip_grad_norm_(self.trainable, s.grad_clip)
+                    self.optimizer.step()
+            if last:
+                self.global_step += 1
+            self.items += self.task.items_in(y)
+            stop = last and s.max_steps > 0 and self.global_step >= s.max_steps
             pending.append((i, self.global_step, loss.detach(), y.shape[0]))
-            if len(pending) >= self.read_every or i == total_batches:
+            if len(pending) >= self.read_every or i == total_batches or stop:
                 group_sum, group_count = self._read_losses(pending, epoch)
                 loss_sum, count = loss_sum + group_sum, count + group_count
                 pending.clear()
-            ctx.progress((epoch - 1) * total_batches + i, s.epochs * total_batches,
-                         text=f"epoch {epoch}/{s.epochs}")
+            ctx.progress((epoch - 1) * total_batches + i, planned, text=f"epoch {epoch}/{s.epochs}")
+            if stop:
+                self.reached_max_steps = True
+                break
         if self.dist is not None:
             loss_sum, total = self.dist.sum(loss_sum, count)
             count = int(total)
@@ -375,7 +417,10 @@ class TrainLoop:
                                 f"learning rate (lr={s.lr:g}) or enable grad_clip")
             loss_sum, count = loss_sum + value * samples, count + samples
             if step % s.log_every == 0:
-                self.ctx.log(step=step, loss=value)
+                if self.unit == "tokens":  # a language model: its training perplexity plots live beside the loss
+                    self.ctx.log(step=step, loss=value, perplexity=math.exp(min(value, 700.0)))
+                else:
+                    self.ctx.log(step=step, loss=value)
         return loss_sum, count
 
     def _sync_extra(self) -> None:

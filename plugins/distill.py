@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from workbench.plugin import InputError, JobContext, Param, is_onnx
+from workbench.plugin import InputError, JobContext, Param, ensure_supported, is_onnx
 from workbench_plugins._distillation import FeatureHints, kd_loss, parse_hints, teacher_logits
 from workbench_plugins._training import TrainingJob, TrainLoop, check_fits, check_launched, random_affine
 
@@ -40,6 +40,7 @@ class DistillJob(TrainingJob):
     lr: float = Param(1e-2, min=0.0, max=1e6, help="learning rate (higher than train's: soft targets are smooth)")
 
     def run(self, ctx: JobContext) -> nn.Module:
+        ensure_supported(self.name, ctx.data.info)  # a language model: one line saying why not
         check_launched(self.processes, ctx)
         teachers = self._teachers(ctx)
         for teacher in teachers:

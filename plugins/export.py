@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
-from workbench.plugin import InputError, Job, JobContext, OnnxModel, Param, export_onnx, is_onnx
+from workbench.plugin import InputError, Job, JobContext, OnnxModel, Param, export_onnx, is_onnx, task_of
 
 
 class ExportJob(Job):
@@ -26,11 +26,18 @@ class ExportJob(Job):
         if is_onnx(ctx.model):
             shutil.copyfile(ctx.model.path, target)
             ctx.result.update(path=str(target), exporter="none (the variant is ONNX already)")
+        elif task_of(ctx.data.info).name != "classification":  # a language model: prefill logits at a fixed shape
+            task = task_of(ctx.data.info)
+            example = task.bench_input(ctx.data, ctx.bench_batch).cpu()
+            batches = [x for x, _ in ctx.data.loader("test", batch_size=example.shape[0], shuffle=False)]
+            ctx.progress(0, 2, "exporting")
+            result = task.export_onnx(ctx.model, example, target, opset=self.opset, verify_batches=batches[:8])
         else:
             batches = [x for x, _ in ctx.data.loader("test", shuffle=False)]
             ctx.progress(0, 2, "exporting")
             result = export_onnx(ctx.model, batches[0][:2].cpu(), target, opset=self.opset, prefer=self.exporter,
                                  verify_batches=batches, atol=self.atol)
+        if not is_onnx(ctx.model):
             ctx.result.update(path=str(result.path), exporter=result.exporter, opset=result.opset,
                               max_abs_diff=result.max_abs_diff, top1_agreement=result.top1_agreement)
             if result.fallback_reason:

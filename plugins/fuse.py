@@ -7,7 +7,17 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from workbench.plugin import InputError, Job, JobContext, JobFailed, OnnxModel, Param, export_onnx, is_onnx
+from workbench.plugin import (
+    InputError,
+    Job,
+    JobContext,
+    JobFailed,
+    OnnxModel,
+    Param,
+    ensure_supported,
+    export_onnx,
+    is_onnx,
+)
 from workbench_plugins._fusion import (
     Ensemble,
     check_same_architecture,
@@ -35,6 +45,7 @@ class FuseJob(Job):
     include_input: bool = Param(True, help="average/ensemble: the input variant is one of the models")
 
     def run(self, ctx: JobContext) -> Any:
+        ensure_supported(self.name, ctx.data.info)  # a language model: one line saying why not
         if self.method == "conv_bn":
             return self._conv_bn(ctx)
         if self.method == "onnx_graph":

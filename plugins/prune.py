@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from workbench.plugin import InputError, Job, JobContext, JobFailed, Param
+from workbench.plugin import InputError, Job, JobContext, JobFailed, Param, ensure_supported
 from workbench_plugins import _pruning as P
 from workbench_plugins._training import TrainLoop, TrainSettings, check_fits
 
@@ -53,6 +53,7 @@ class PruneJob(Job):
                               advanced=True)
 
     def run(self, ctx: JobContext) -> nn.Module:
+        ensure_supported(self.name, ctx.data.info)  # a language model: one line saying why not
         model = ctx.model
         check_fits(model, ctx)
         if self.amount <= 0.0:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from workbench.plugin import Job, JobContext, Param
+from workbench.plugin import Job, JobContext, Param, ensure_supported
 from workbench_plugins import _pruning as P
 from workbench_plugins._training import check_fits
 
@@ -31,6 +31,7 @@ class PruneSensitivityJob(Job):
     ignore: list[str] = Param(list(DEFAULT_IGNORE), help="module names kept at full width")
 
     def run(self, ctx: JobContext) -> None:
+        ensure_supported(self.name, ctx.data.info)  # a language model: one line saying why not
         model = ctx.model
         check_fits(model, ctx)
         ratios = P.parse_ratios(self.ratios)

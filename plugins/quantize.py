@@ -24,6 +24,7 @@ from workbench.plugin import (
     JobFailed,
     OnnxModel,
     Param,
+    ensure_supported,
     export_onnx,
     is_onnx,
 )
@@ -74,6 +75,7 @@ class QuantizeJob(Job):
     dtype: Literal["int8", "fp16", "bf16"] = Param("int8", help="backend=torch: int8 (dynamic) or fp16/bf16 weights")
 
     def run(self, ctx: JobContext) -> OnnxModel:
+        ensure_supported(self.name, ctx.data.info)  # a language model: one line saying why not
         work = Path(ctx.workdir)
         fp32 = self._fp32_onnx(ctx, work)
         ctx.check_cancelled()

@@ -11,14 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workbench.plugin import InputError, JobContext, Param
+from workbench.plugin import InputError, JobContext, Param, task_of
 from workbench_plugins._training import TrainingJob, TrainLoop, check_fits, check_launched, random_affine
 
 
 class TrainJob(TrainingJob):
     name = "train"
     title = "Train"
-    description = "Train the variant on the dataset's train split; validation every epoch, test at the end."
+    description = ("Train the variant on the dataset's train split (a classifier, or a language model on a corpus); "
+                   "validation every epoch, test at the end.")
     needs_torch_model = True
 
     label_smoothing: float = Param(0.0, min=0.0, max=0.99, help="cross-entropy label smoothing")
@@ -39,6 +40,7 @@ class TrainJob(TrainingJob):
         if self.adversarial != "none" and ctx.data.info.input_dtype != "float32":
             raise InputError("adversarial training needs continuous inputs (images or tabular), not token ids")
         self._augment = self.wants_augment(ctx)
+        self._task = task_of(ctx.data.info)  # the loss: cross-entropy per sample, or per token for a language model
         loop = TrainLoop(ctx, model, self.settings(), self._loss, checkpoint=self._checkpoint_path(ctx))
         if self.resume and not loop.resume():
             ctx.info("no checkpoint to resume from: starting at epoch 1")
@@ -51,7 +53,7 @@ class TrainJob(TrainingJob):
         if self._augment:
             x = random_affine(x)
         if self.adversarial == "none":
-            return F.cross_entropy(model(x), y, label_smoothing=self.label_smoothing)
+            return self._task.training_loss(model(x), y, self.label_smoothing)
         x_adv = perturb(getattr(model, "module", model), x, y, self.epsilon, steps=1 if self.adversarial == "fgsm" else 5)
         clean = F.cross_entropy(model(x), y, label_smoothing=self.label_smoothing)
         return 0.5 * clean + 0.5 * F.cross_entropy(model(x_adv), y, label_smoothing=self.label_smoothing)

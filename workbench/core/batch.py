@@ -22,9 +22,13 @@ def default_out() -> Path:
 
 def session_spec(pipe: Pipeline, trust: bool = False) -> Any:
     """The session a pipeline runs in: its workspace (``--out``), dataset, seed, device and latency batch."""
+    from workbench.core.data.corpus import lm_dataset_spec
     from workbench.core.execution.session import SessionSpec
+    from workbench.core.tasks import default_bench_batch
 
-    return SessionSpec(str(pipe.out or default_out()), pipe.dataset, pipe.seed, pipe.bench_batch, trust, pipe.device)
+    dataset = lm_dataset_spec(pipe.dataset, pipe.model)  # a corpus gets the model folder's own tokenizer
+    bench = pipe.bench_batch or default_bench_batch(dataset)
+    return SessionSpec(str(pipe.out or default_out()), dataset, pipe.seed, bench, trust, pipe.device)
 
 
 def open_pipeline(pipe: Pipeline, runner: Any) -> str:
@@ -119,8 +123,10 @@ def run_batch(pipe: Pipeline, *, trust: bool = False, as_json: bool = False, qui
     session = open_spec(session_spec(pipe, trust))
     runner = Runner(session, executor="inline" if inline or os.environ.get("WORKBENCH_INLINE") else "process",
                     launch=launch)
+    from workbench.core.data import dataset_task
+
     header = {"model": pipe.model, "dataset": pipe.dataset, "device": session.device,
-              "workspace": str(session.workspace.root), "seed": pipe.seed}
+              "workspace": str(session.workspace.root), "seed": pipe.seed, "task": dataset_task(pipe.dataset)}
     steps: list[dict[str, Any]] = []
     histories: dict[int, dict[str, list[tuple[int, float]]]] = {}
     exit_code = 0
@@ -132,7 +138,7 @@ def run_batch(pipe: Pipeline, *, trust: bool = False, as_json: bool = False, qui
             header["model"] = pipe.model or current
             for index, step in enumerate(pipe.steps):
                 outcome = runner.run(JobRequest(step.job, step.params, current, pipe.device, pipe.seed))
-                steps.append(step_record(step.job, outcome, current))
+                steps.append({**step_record(step.job, outcome, current), "task": header["task"]})
                 histories[index] = _series(outcome.history)
                 if outcome.status != "ok":
                     exit_code = 2 if outcome.bad_input else 1
@@ -186,7 +192,10 @@ def print_table(report: dict[str, Any]) -> None:
     from workbench.core.report import _fmt
 
     table = Table(title=f"{report['model']} on {report['dataset']} ({report['device']})")
-    columns = ("accuracy", "params", "size_bytes", "latency_ms", "latency_torch_ms")
+    from workbench.core.tasks import get_task
+
+    columns = (get_task(report.get("task") or "classification").headline, "params", "size_bytes", "latency_ms",
+               "latency_torch_ms")
     for name in ("job", "variant", "status", "seconds", *columns):
         table.add_column(name, justify="right" if name in columns or name == "seconds" else "left")
     for s in report["steps"]:
@@ -237,15 +246,18 @@ def _follow(pipe: Any, steps: list[Any], options: Any, quiet: bool) -> int:
     """A node other than 0: start this node's ranks for each data-parallel step; node 0 owns the workspace."""
     import tempfile
 
+    from workbench.core.data.corpus import lm_dataset_spec
     from workbench.core.execution.distributed import launch_ranks
     from workbench.core.execution.session import resolve_device
     from workbench.core.jobs.registry import registry
+    from workbench.core.tasks import default_bench_batch
 
     for index, step in enumerate(steps):
         job = registry().load(step.job)(**step.params)
         spec = {"job": job.name, "params": job.values, "variant": None, "variants_dir": None,
-                "dataset": pipe.dataset, "seed": pipe.seed, "device": resolve_device(pipe.device),
-                "strategy": job.values.get("strategy", "ddp"), "bench_batch": pipe.bench_batch, "plugin_paths": []}
+                "dataset": lm_dataset_spec(pipe.dataset, pipe.model), "seed": pipe.seed, "device": resolve_device(pipe.device),
+                "strategy": job.values.get("strategy", "ddp"), "bench_batch": pipe.bench_batch or default_bench_batch(
+                    pipe.dataset), "plugin_paths": []}
         with tempfile.TemporaryDirectory(prefix="wb-node-") as tmp:
             if not quiet:
                 print(f"node {options.node_rank}: step {index + 1}/{len(steps)} {job.name}: starting "

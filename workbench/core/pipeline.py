@@ -28,7 +28,7 @@ class Pipeline:
     device: str = "auto"
     seed: int = 0
     out: str | None = None
-    bench_batch: int = 64
+    bench_batch: int = 0  # 0: the task's default (64 classifier inputs, 1 language-model sequence)
     steps: list[Step] = field(default_factory=list)
 
 

@@ -83,7 +83,12 @@ def _open_session(workspace: Path, model: str | None, dataset: str | None, trust
     existing = ws.variants()
     dataset = dataset or ws.info("dataset") or (existing[0].dataset if existing else "") or DEMO_DATASET
     ws.close()
-    session = open_session(SessionSpec(str(workspace), dataset, trust=trust, device=device))
+    from workbench.core.data.corpus import lm_dataset_spec
+    from workbench.core.tasks import default_bench_batch
+
+    dataset = lm_dataset_spec(dataset, model)  # a corpus is tokenized by the model folder's own tokenizer
+    session = open_session(SessionSpec(str(workspace), dataset, bench_batch=default_bench_batch(dataset), trust=trust,
+                                       device=device))
     if inline_jobs():
         _limit_torch_threads()
         runner = Runner(session)

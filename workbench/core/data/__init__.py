@@ -13,7 +13,7 @@ from workbench.core.data.bundle import DataBundle, DatasetInfo
 from workbench.core.data.specs import parse_spec
 from workbench.core.errors import InputError
 
-__all__ = ["DataBundle", "DatasetInfo", "list_datasets", "load_dataset", "parse_spec"]
+__all__ = ["DataBundle", "DatasetInfo", "dataset_task", "list_datasets", "load_dataset", "parse_spec"]
 
 DEFAULT_DATASET = "digits"
 
@@ -47,6 +47,18 @@ _DESCRIPTIONS: list[tuple[str, str]] = [
      "a UTF-8 corpus for language models; the model's tokenizer, DIR's, or a BPE trained on it"),
     ("pydocs[:seq_len=128,vocab=4096]", "this Python's standard-library docstrings, a corpus for language models"),
 ]
+
+
+_TASKS = {"text": "causal_lm", "pydocs": "causal_lm"}  # dataset kinds whose task is not classification
+
+
+def dataset_task(spec: str) -> str:
+    """The task of a dataset spec, from its kind alone (nothing is loaded): ``causal_lm`` for corpora."""
+    try:
+        kind = parse_spec(spec)[0]
+    except InputError:
+        return "classification"
+    return _TASKS.get(kind, "classification")
 
 
 def list_datasets() -> list[tuple[str, str]]:

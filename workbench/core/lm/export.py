@@ -60,8 +60,7 @@ def export_language_model(model: nn.Module, example: torch.Tensor, path: Path, *
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return ExportResult(path, "dynamo", opset, diff, agreement, path.stat().st_size,
-                        "fixed shape " + "x".join(str(d) for d in example.shape))
+    return ExportResult(path, "dynamo", opset, diff, agreement, path.stat().st_size)
 
 
 def _dynamo_fixed(model: nn.Module, example: torch.Tensor, path: str, opset: int) -> None:

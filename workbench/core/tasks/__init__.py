@@ -7,6 +7,16 @@ task of a dataset (``DatasetInfo.task``). Built in: ``classification`` (one scor
 ``workbench.tasks`` entry point group (name -> Task subclass).
 """
 
-from workbench.core.tasks.base import Task, get_task, list_tasks, register_task, task_of
+from workbench.core.tasks.base import (
+    Task,
+    default_bench_batch,
+    ensure_supported,
+    get_task,
+    list_tasks,
+    register_task,
+    task_of,
+)
 
-__all__ = ["Task", "get_task", "list_tasks", "register_task", "task_of"]
+__all__ = [
+    "Task", "default_bench_batch", "ensure_supported", "get_task", "list_tasks", "register_task", "task_of",
+]

@@ -122,6 +122,20 @@ def task_of(info: DatasetInfo) -> Task:
     return get_task(getattr(info, "task", None) or "classification")
 
 
+def ensure_supported(job_name: str, info: DatasetInfo) -> None:
+    """A built-in job that cannot take this dataset's kind of model says so in one line (InputError)."""
+    reason = task_of(info).supports_job(job_name)
+    if reason:
+        raise InputError(reason)
+
+
+def default_bench_batch(dataset_spec: str) -> int:
+    """The latency batch of a dataset's task when the user gave none (64 classifier inputs; 1 LM sequence)."""
+    from workbench.core.data import dataset_task
+
+    return get_task(dataset_task(dataset_spec)).default_bench_batch
+
+
 def list_tasks() -> list[str]:
     _builtins()
     _load_plugins()

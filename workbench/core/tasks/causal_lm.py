@@ -46,13 +46,17 @@ class CausalLMTask(Task):
         if isinstance(model, nn.Module):
             model.eval()
         nll, correct, tokens = 0.0, 0, 0
+        fixed = fixed_batch(model)  # an ONNX export of the prefill takes exactly its batch size
         try:
             with torch.inference_mode():
-                for x, y in data.loader(split, batch_size=EVAL_BATCH, shuffle=False):
+                for x, y in data.loader(split, batch_size=fixed or EVAL_BATCH, shuffle=False):
                     if check is not None:
                         check()
                     x, y = x.to(device), y.to(device)
-                    logits = _logits(model(x))
+                    if fixed and x.shape[0] < fixed:  # the last, short batch: pad with its own rows, score the real
+                        logits = _logits(model(repeat_to(x, fixed)))[: x.shape[0]]
+                    else:
+                        logits = _logits(model(x))
                     nll += float(F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum"))
                     correct += int((logits.argmax(-1) == y).sum())
                     tokens += int(y.numel())
@@ -64,7 +68,7 @@ class CausalLMTask(Task):
 
     def check_output(self, model: Any, data: DataBundle, device: Any, job_name: str) -> None:
         """The model runs on test sequences and gives next-token logits: (batch, seq, vocab)."""
-        batch = data.example_batch(2).to(torch.device(device))
+        batch = data.example_batch(fixed_batch(model) or 2).to(torch.device(device))
         out = run_on(model, batch, job_name)
         vocab = int(data.info.vocab_size or data.info.num_classes)
         if not isinstance(out, torch.Tensor) or out.ndim != 3 or tuple(out.shape[:2]) != tuple(batch.shape) \
@@ -108,6 +112,16 @@ class CausalLMTask(Task):
     def supports_job(self, job_name: str) -> str | None:
         reason = UNSUPPORTED_JOBS.get(job_name)
         return None if reason is None else f"{job_name} works on classifiers only for now: {reason}"
+
+
+def fixed_batch(model: Any) -> int | None:
+    """The batch size an ONNX model's input is fixed to, or None (a torch model, or a dynamic batch axis)."""
+    from workbench.core.models.onnx_model import is_onnx
+
+    if not is_onnx(model):
+        return None
+    shape = model.session().get_inputs()[0].shape
+    return shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
 
 
 def _logits(output: Any) -> torch.Tensor:

@@ -63,12 +63,13 @@ def measure_model(model: Any, how: Measuring, *, split: str = "test", check: Che
 
     With a ``baseline`` (the parent's id and ONNX file) the onnxruntime latency is measured paired with it and
     the figures gain ``speedup``; every latency has its 95% interval (``latency_ms_ci``)."""
+    from workbench.core.tasks import task_of
     from workbench.core.variants import measure as m
-    from workbench.core.variants.export import export_onnx
 
     device = how.device
-    batch = m.bench_batch(how.data, how.bench_batch)
-    metrics: dict[str, Any] = m.evaluate_accuracy(model, how.data, split, device, check)
+    task = task_of(how.data.info)  # the task decides the quality metrics, the latency batch and the export
+    batch = task.bench_input(how.data, how.bench_batch)
+    metrics: dict[str, Any] = task.evaluate(model, how.data, split, device, check)
     params, nonzero = m.count_params(model)
     metrics.update(params=params, nonzero_params=nonzero)
     tmpdir = None
@@ -78,7 +79,7 @@ def measure_model(model: Any, how: Measuring, *, split: str = "test", check: Che
         if onnx_path is None:
             tmpdir = Path(tempfile.mkdtemp(prefix="measure-"))
             onnx_path = tmpdir / "model.onnx"
-        export_onnx(cpu_copy(model), batch[:2], onnx_path, verify_batches=[batch])
+        task.export_onnx(cpu_copy(model), batch, onnx_path)
         path = onnx_path
     try:
         metrics["macs"] = m.count_macs(model if not is_onnx(model) else OnnxModel(path), batch)
@@ -95,6 +96,7 @@ def measure_model(model: Any, how: Measuring, *, split: str = "test", check: Che
         metrics.update(latency.metrics("latency_ms"))
         if not is_onnx(model):
             metrics.update(m.latency_torch(model, batch, device, how.budget, check).metrics("latency_torch_ms"))
+            metrics.update(task.extra_measurements(model, how.data, device))
     finally:
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
@@ -180,20 +182,11 @@ def inherit_recipe(model: Any, parent: Any) -> Any:
 
 
 def check_returned_model(returned: Any, data: DataBundle, device: torch.device | str, job_name: str) -> Any:
-    """A job's result must be a model that runs on a test batch and gives one score per class."""
+    """A job's result must be a model that runs on a test batch and gives the task's output (one score per class;
+    next-token logits for a language model)."""
+    from workbench.core.tasks import task_of
+
     if not (isinstance(returned, nn.Module) or is_onnx(returned)):
         raise JobFailed(f"job {job_name} returned a {type(returned).__name__}, not a model")
-    batch = data.example_batch(4).to(torch.device(device))
-    try:
-        if isinstance(returned, nn.Module):
-            returned.eval()
-        with torch.inference_mode():
-            out = returned(batch)
-    except Exception as exc:  # noqa: BLE001
-        raise JobFailed(f"job {job_name} returned a model that fails on a test batch: "
-                        f"{type(exc).__name__}: {str(exc)[:160]}") from None
-    expected = (batch.shape[0], data.info.num_classes)
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise JobFailed(f"job {job_name} returned a model whose output is {shape}, expected {expected}")
+    task_of(data.info).check_output(returned, data, device, job_name)
     return returned

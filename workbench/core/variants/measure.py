@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from workbench.core.models.onnx_model import OnnxModel, is_onnx
@@ -21,24 +20,11 @@ if TYPE_CHECKING:
 
 def evaluate_accuracy(model: Any, data: DataBundle, split: str = "test", device: torch.device | str = "cpu",
                       check: Any = None) -> dict[str, float]:
-    """Top-1 accuracy and mean cross-entropy on a whole split, in eval mode."""
-    device = torch.device(device)
-    was_training = getattr(model, "training", False)
-    if isinstance(model, nn.Module):
-        model.eval()
-    correct, total, loss_sum = 0, 0, 0.0
-    with torch.inference_mode():
-        for x, y in data.loader(split, shuffle=False):
-            if check is not None:
-                check()
-            x, y = x.to(device), y.to(device)
-            logits = model(x).float()
-            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(1) == y).sum())
-            total += int(y.numel())
-    if was_training and isinstance(model, nn.Module):
-        model.train()
-    return {"accuracy": correct / max(total, 1), "loss": loss_sum / max(total, 1)}
+    """The task's quality metrics on a whole split, in eval mode: top-1 accuracy and mean cross-entropy for a
+    classifier (``workbench.core.tasks``; perplexity, loss and token accuracy for a language model)."""
+    from workbench.core.tasks import task_of
+
+    return task_of(data.info).evaluate(model, data, split, device, check)
 
 
 def count_params(model: Any) -> tuple[int, int]:
