@@ -2,8 +2,8 @@
 
 A speed-up is only claimed when it was measured *paired*: the parent and the variant run alternately in the same
 measuring session (ABAB...), so a burst of load, a frequency change or a cold cache hits both alike, and the
-interval of the ratio of their medians comes from resampling the pairs together (``scipy.stats.bootstrap`` with
-``paired=True``). A ratio whose interval reaches into ``[1/(1+MIN_EFFECT), 1+MIN_EFFECT]`` is reported as not
+ratio is the median of the per-pair ratios, with its interval from resampling the pairs
+(``scipy.stats.bootstrap``). A ratio whose interval reaches into ``[1/(1+MIN_EFFECT), 1+MIN_EFFECT]`` is reported as not
 significant: on a busy laptop a 2% change cannot be told from noise, and the app says "no measurable change".
 
 Measurements hold a machine-wide lock (a file lock in the temp folder), so two workbench processes never time
@@ -153,8 +153,8 @@ def _median(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.median(x, axis=axis)
 
 
-def _ratio_of_medians(ref: np.ndarray, new: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.median(ref, axis=axis) / np.median(new, axis=axis)
+def _pair_ratio(log_ratios: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.exp(np.median(log_ratios, axis=axis))
 
 
 def _bootstrap(samples: tuple[np.ndarray, ...], statistic: Callable[..., np.ndarray], paired: bool) -> tuple[float, float]:
@@ -176,9 +176,11 @@ def latency_of(samples: np.ndarray) -> Latency:
 
 
 def speedup_of(new: np.ndarray, ref: np.ndarray, vs: str, min_effect: float = MIN_EFFECT) -> Speedup:
-    """Reference over new, from paired samples; significant only beyond ``min_effect`` of change."""
-    ratio = float(_ratio_of_medians(ref, new))
-    ci = _bootstrap((ref, new), _ratio_of_medians, paired=True)
+    """Reference over new: the median of the per-pair ratios (each pair ran back to back, so load that hits both
+    cancels), with its bootstrap interval; significant only beyond ``min_effect`` of change."""
+    log_ratios = np.log(ref) - np.log(new)
+    ratio = float(_pair_ratio(log_ratios))
+    ci = _bootstrap((log_ratios,), _pair_ratio, paired=False)
     return Speedup(vs, ratio, ci, is_significant(ci, min_effect))
 
 
