@@ -13,4 +13,5 @@ BUILTIN_JOBS = {
     "quantize": "workbench_plugins.quantize:QuantizeJob",
     "distill": "workbench_plugins.distill:DistillJob",
     "fuse": "workbench_plugins.fuse:FuseJob",
+    "generate": "workbench_plugins.generate:GenerateJob",
 }

@@ -20,11 +20,13 @@ from typing import Literal
 from workbench.core.errors import Cancelled, InputError, JobFailed
 from workbench.core.jobs.base import Job, JobContext
 from workbench.core.jobs.params import Param
+from workbench.core.lm.generate import Generation, generate_text
 from workbench.core.models.onnx_model import OnnxModel, is_onnx
 from workbench.core.tasks import Task, ensure_supported, register_task, task_of
 from workbench.core.variants.export import ExportResult, export_onnx
 
 __all__ = [
-    "Cancelled", "ExportResult", "InputError", "Job", "JobContext", "JobFailed", "Literal", "OnnxModel", "Param",
-    "Task", "ensure_supported", "export_onnx", "is_onnx", "register_task", "task_of",
+    "Cancelled", "ExportResult", "Generation", "InputError", "Job", "JobContext", "JobFailed", "Literal", "OnnxModel", "Param",
+    "Task", "ensure_supported", "export_onnx", "generate_text", "is_onnx", "register_task",
+    "task_of",
 ]
