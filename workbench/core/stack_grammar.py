@@ -30,6 +30,8 @@ class LayerDecl:
     args: tuple[Param, ...] = ()
     category: str = "layer"
     aliases: tuple[str, ...] = ()
+    positional: int = 1  # how many leading arguments the text form writes without their names
+
 
     def arg(self, name: str) -> Param:
         return next(a for a in self.args if a.name == name)
@@ -49,7 +51,7 @@ LAYERS: dict[str, LayerDecl] = {d.name: d for d in (
         _p("stride", "int", 1, "stride", min=1),
         _p("padding", "str", "valid", _PAD),
         _p("bias", "bool", True, "add a bias"),
-    ), "conv"),
+    ), "conv", positional=2),
     LayerDecl("dwconv", "depthwise 2-D convolution (one filter per input channel)", (
         _p("kernel", "int", 3, "kernel size (square)", min=1),
         _p("stride", "int", 1, "stride", min=1),
@@ -137,7 +139,8 @@ class LayerSpec:
         """The layer in the text form, e.g. ``conv(32,3,stride=2)`` (positional until the first skipped default)."""
         parts: list[str] = []
         positional = True
-        for arg in self.decl.args:
+        for index, arg in enumerate(self.decl.args):
+            positional = positional and index < self.decl.positional
             value = self.values.get(arg.name, arg.default)
             if value == arg.default and arg.name not in self.given:
                 positional = False
