@@ -3,7 +3,7 @@ from typing import Literal
 import pytest
 
 from workbench.core.errors import InputError
-from workbench.core.jobs.params import split_kv
+from workbench.core.kv import split_kv
 from workbench.plugin import Job, Param
 
 
@@ -59,3 +59,14 @@ def test_a_param_without_annotation_is_a_declaration_error():
         class Bad(Job):  # noqa: F841
             name = "bad"
             x = Param(1)
+
+
+def test_a_quoted_value_keeps_its_commas_and_colons():
+    from workbench.core.errors import InputError
+    from workbench.core.pipeline import parse_job_flag
+
+    step = parse_job_flag("distill:student='zoo:tiny_llama:hidden=128,layers=2',epochs=3")
+    assert step.params == {"student": "zoo:tiny_llama:hidden=128,layers=2", "epochs": "3"}
+    assert split_kv('a="x,y",b=1', "t") == {"a": "x,y", "b": "1"}
+    with pytest.raises(InputError, match="unclosed quote"):
+        split_kv("a='x,y", "t")

@@ -118,7 +118,7 @@ def test_ensemble_is_one_onnx_graph_at_least_as_good(trained):
 
 
 def test_with_is_a_cli_parameter_and_mismatches_are_bad_input(make_session, runner_for):
-    from workbench.core.jobs.params import split_kv
+    from workbench.core.kv import split_kv
 
     job = FuseJob(**split_kv("method=average,with=v0003,v0004", "job fuse"))
     assert job.values["with"] == ["v0003", "v0004"] and list(FuseJob.params())[:2] == ["method", "with"]

@@ -9,7 +9,7 @@ from typing import Any
 import tomllib
 
 from workbench.core.errors import InputError
-from workbench.core.jobs.params import split_kv
+from workbench.core.kv import split_kv
 
 TOP_LEVEL_KEYS = {"model", "dataset", "weights", "device", "seed", "out", "bench_batch", "step"}
 

@@ -152,25 +152,3 @@ def parse_params(declared: dict[str, Param], given: dict[str, Any], job_name: st
     for name, raw in given.items():
         values[name] = declared[name].convert(raw)
     return values
-
-
-def split_kv(text: str, what: str) -> dict[str, str]:
-    """Parse ``k=v,k=v``; a piece without '=' continues the previous value (``with=v0003,v0004``)."""
-    out: dict[str, str] = {}
-    if not text:
-        return out
-    pieces: list[str] = []
-    for piece in text.split(","):
-        if "=" in piece:
-            pieces.append(piece)
-        elif pieces:
-            pieces[-1] += "," + piece
-        else:
-            raise InputError(f"{what}: expected k=v, got {piece!r}")
-    for piece in pieces:
-        key, _, value = piece.partition("=")
-        key = key.strip()
-        if not key:
-            raise InputError(f"{what}: expected k=v, got {piece!r}")
-        out[key] = value.strip()
-    return out

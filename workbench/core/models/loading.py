@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from workbench.core.errors import InputError
-from workbench.core.jobs.params import split_kv
+from workbench.core.kv import split_kv
 from workbench.core.models.onnx_model import OnnxModel
 from workbench.core.models.serialize import load_torch_model, set_recipe
 
