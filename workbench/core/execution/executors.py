@@ -77,7 +77,7 @@ class InlineExecutor:
             emit(JobEvent(STARTED, handle.run_id, request.job,
                           {"params": job.values, "input": input_id, "device": device, "record": ws_run}))
             ctx = session.make_context(handle.run_id, handle.cancel_event, job_class, input_id, device, emit,
-                                       request.seed)
+                                       request.seed, self.plugins)
             returned = self._for(job).invoke(job, ctx)
             ctx.check_cancelled()
             if returned is None:

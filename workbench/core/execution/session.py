@@ -143,7 +143,7 @@ class Session:
         return self.add_root(model, model_spec, device)
 
     def make_context(self, run_id: int, cancel_event: threading.Event, job_class: type, input_id: str,
-                     device: str, emit: Any, seed: int | None) -> JobContext:
+                     device: str, emit: Any, seed: int | None, plugins: Any = None) -> JobContext:
         import torch
 
         from workbench.core.models.onnx_model import is_onnx
@@ -171,8 +171,23 @@ class Session:
             workdir=workdir, emit=emit, cancel_event=cancel_event, evaluate=evaluate, accuracy=accuracy,
             load_variant=lambda vid: self.load_variant(vid, device), variant_id=input_id, seed=seed,
             bench_batch=self.bench_batch, workspace_dir=self.workspace.root,
+            services=JobServices(self, device, plugins),
         )
         return ctx
+
+    def sub_context(self, parent: JobContext, job_class: type, model: Any) -> JobContext:
+        """A context for a job run by another job: the same data, device, cancel and workspace; its own
+        scratch folder (inside the parent's); only log lines reach the parent's observers."""
+        from workbench.core.jobs.events import LOG
+
+        workdir = Path(tempfile.mkdtemp(prefix=f"{job_class.name}-", dir=parent.workdir))
+        return JobContext(
+            run_id=parent.run_id, job_name=job_class.name, model=model, data=parent.data, device=parent.device,
+            workdir=workdir, emit=lambda e: parent._emit(e) if e.kind == LOG else None,
+            cancel_event=parent._cancel, evaluate=parent._evaluate, accuracy=parent._accuracy,
+            load_variant=parent._load_variant, variant_id=parent.variant_id, seed=parent.seed,
+            bench_batch=parent.bench_batch, workspace_dir=parent.workspace_dir, services=parent._services,
+        )
 
     def release_context(self, ctx: JobContext) -> None:
         shutil.rmtree(ctx.workdir, ignore_errors=True)
@@ -210,3 +225,43 @@ def variant_in_workspace(workspace: Workspace, spec: str) -> str | None:
         except InputError:
             return None
     return None
+
+
+class JobServices:
+    """What the execution room lends a running job that composes others (``ctx.run_job``, ``ctx.save_variant``,
+    ``ctx.measure``): all of it in the job's own process, against the session's workspace."""
+
+    def __init__(self, session: Session, device: str, plugins: Any = None) -> None:
+        self.session, self.device, self.plugins = session, device, plugins
+
+    def run_job(self, ctx: JobContext, name: str, model: Any, params: dict[str, Any]) -> Any:
+        from workbench.core.jobs.base import SubRun
+        from workbench.core.jobs.registry import registry
+
+        job_class = (self.plugins or registry()).load(name)
+        job = job_class(**params)
+        sub = self.session.sub_context(ctx, job_class, model)
+        try:
+            returned = job.run(sub)
+        finally:
+            shutil.rmtree(sub.workdir, ignore_errors=True)
+        ctx.check_cancelled()
+        return SubRun(name, returned, dict(sub.reported), dict(sub.result), list(sub.marks))
+
+    def save_variant(self, ctx: JobContext, model: Any, parent: str | None, job: str, params: dict[str, Any],
+                     marks: list[str], result: dict[str, Any]) -> dict[str, Any]:
+        from workbench.core.variants.lifecycle import check_returned_model, inherit_recipe, save_variant
+
+        model = inherit_recipe(check_returned_model(model, ctx.data, ctx.device, job), ctx.model)
+        source = self.session.workspace.variant(parent).source if parent else job
+        variant = save_variant(self.session.workspace, model, self.session.measuring(self.device), parent=parent,
+                               job=job, params=params, source=source, marks=marks, result=result,
+                               check=ctx.check_cancelled)
+        return {"id": variant.id, "metrics": dict(variant.metrics)}
+
+    def measure(self, ctx: JobContext, model: Any, vs: str | None) -> dict[str, Any]:
+        from workbench.core.variants.lifecycle import measure_model
+
+        baseline = (vs, self.session.workspace.variant(vs).path / "model.onnx") if vs else None
+        return measure_model(model, self.session.measuring(self.device), check=ctx.check_cancelled,
+                             baseline=baseline)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -92,6 +93,7 @@ class JobContext:
         bench_batch: int = 64,
         workspace_dir: Path | None = None,
         parallel: Any = None,
+        services: Any = None,
     ) -> None:
         self.run_id = run_id
         self.job_name = job_name
@@ -104,6 +106,7 @@ class JobContext:
         self.bench_batch = bench_batch
         self.workspace_dir = workspace_dir
         self.parallel = parallel
+        self._services = services  # the execution room's JobServices: other jobs, saving, paired measuring
         self.result: dict[str, Any] = {}
         self.marks: list[str] = []
         self.reported: dict[str, Any] = {}   # report_metrics(): the step's figures
@@ -183,3 +186,39 @@ class JobContext:
     def variant(self, variant_id: str) -> Any:
         """Load another variant of the workspace (e.g. a teacher) on this job's device."""
         return self._load_variant(variant_id)
+
+    # composing jobs (a search, a recipe): other jobs, extra variants, paired measurements -------------------
+    def _need_services(self) -> Any:
+        if self._services is None:
+            raise RuntimeError("this context cannot run other jobs or save variants (inside a rank?)")
+        return self._services
+
+    def run_job(self, name: str, model: Any, **params: Any) -> SubRun:
+        """Run another installed job on ``model`` (not saved): returns its model (or None) and what it
+        reported. It shares this job's cancel; its log lines appear in this job's log."""
+        return self._need_services().run_job(self, name, model, params)
+
+    def save_variant(self, model: Any, *, parent: str | None = None, job: str | None = None,
+                     params: Mapping[str, Any] | None = None, marks: list[str] | None = None,
+                     result: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Save ``model`` as an extra variant now (a search's Pareto set), measured paired with ``parent``
+        (default: this job's input); returns ``{"id": ..., "metrics": ...}``. The job's own result, if it
+        returns a model, is saved after it as usual."""
+        return self._need_services().save_variant(self, model, parent or self.variant_id, job or self.job_name,
+                                                  dict(params or {}), list(marks or []), dict(result or {}))
+
+    def measure(self, model: Any, vs: str | None = None) -> dict[str, Any]:
+        """The standard figures of ``model`` (test split); with ``vs`` (a variant id) its onnxruntime latency is
+        measured paired with that variant's and the figures include ``speedup``."""
+        return self._need_services().measure(self, model, vs)
+
+
+@dataclass
+class SubRun:
+    """What ``ctx.run_job`` gives back: the job's model (None for a job that only measures) and its reports."""
+
+    job: str
+    model: Any
+    reported: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, Any] = field(default_factory=dict)
+    marks: list[str] = field(default_factory=list)
