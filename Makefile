@@ -10,6 +10,8 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	@# Keras defaults to TensorFlow, which the venv does not have: its Keras uses the torch backend (docs/BUILDING.md)
+	$(PY) -c "import site; open(site.getsitepackages()[0] + '/workbench_keras_backend.pth', 'w').write('import os; os.environ.setdefault(\"KERAS_BACKEND\", \"torch\")\n')"
 	@touch $(STAMP)
 
 setup: $(STAMP)

@@ -2,7 +2,8 @@
 
     QT_QPA_PLATFORM=offscreen python bench/screenshots.py docs/screenshots     (or: make screenshots, under xvfb)
 
-Writes app_metrics.png, app_graph.png, app_compare.png (and app_dark.png) in OUTDIR.
+Writes app_metrics.png, app_graph.png, app_compare.png (and app_dark.png) in OUTDIR, and model_builder.png
+(``--builder`` writes only that one: it needs no training).
 """
 
 from __future__ import annotations
@@ -47,8 +48,25 @@ def run_job(app: QApplication, w, job: str, **params) -> bool:  # noqa: ANN001
     return len(w.variants) > before
 
 
+def builder_shot(app: QApplication, w):  # noqa: ANN001, ANN201
+    """The Build tab on the seed CNN, the dense(64) row selected, its graph traced."""
+    from workbench.core.stack_grammar import TEMPLATES
+
+    w.tabs.setCurrentWidget(w.model_builder)
+    builder = w.model_builder
+    wait(app, lambda: builder.input_shape == (1, 28, 28) and builder.check is not None, 30)
+    builder.load_text(TEMPLATES["seed CNN (Keras MNIST example)"])
+    builder.table.selectRow(9)
+    wait(app, lambda: not builder.graph.busy and builder.graph.node_items(), 60)
+    builder.graph.fit()
+    settle(app)
+    return w.grab()
+
+
 def main() -> int:
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/screenshots")
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    only_builder = "--builder" in sys.argv[1:]
+    out = Path(args[0] if args else "docs/screenshots")
     out.mkdir(parents=True, exist_ok=True)
     app = QApplication.instance() or QApplication([])
     from PySide6.QtCore import QSettings
@@ -64,6 +82,12 @@ def main() -> int:
         if not wait(app, lambda: w.controller.session is not None and len(w.variants) >= 1 and w.job_panel.form):
             print("the demo did not load", file=sys.stderr)
             return 1
+        if only_builder:
+            builder_shot(app, w).save(str(out / "model_builder.png"))
+            print(out / "model_builder.png")
+            w.controller.shutdown(wait=True)
+            w.close()
+            return 0
         run_job(app, w, "train", epochs=8, lr=0.002, schedule="cosine")
         trained = w.selected
         shots = []
@@ -89,6 +113,7 @@ def main() -> int:
         w.tabs.setCurrentWidget(w.compare)
         settle(app)
         shots.append(("app_compare.png", w.grab()))
+        shots.append(("model_builder.png", builder_shot(app, w)))
         w.set_theme("dark")
         w.tabs.setCurrentWidget(w.metrics_plot)
         settle(app)
