@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
@@ -34,13 +35,16 @@ def opens_on_demo(workspace: str | Path | None, model: str | None, dataset: str 
 
 
 def create_main_window(workspace: str | Path | None = None, model: str | None = None, dataset: str | None = None,
-                       *, trust: bool = False, device: str = "auto"):  # noqa: ANN201 - MainWindow, imported lazily
+                       *, trust: bool = False, device: str = "auto",
+                       progress: TextIO | None = None):  # noqa: ANN201 - MainWindow, imported lazily
     """Build the main window on the demo (zoo:seed_cnn + digits in a fresh workspace) or on the given
-    workspace/model/dataset, without showing it or starting an event loop. Loading continues in the background.
+    workspace/model/dataset, without showing it or starting an event loop. Loading continues in the background;
+    its steps show in the window and, with ``progress`` (a text stream), as lines there too.
     """
     from workbench.core.notifications import install_excepthooks, subscribe
     from workbench.ui.controller import Controller
     from workbench.ui.main_window import MainWindow
+    from workbench.ui.startup import StartupProgress
 
     ensure_app()
     sys.setswitchinterval(0.0002)  # hand the GIL back to the GUI thread often while a job trains
@@ -50,6 +54,7 @@ def create_main_window(workspace: str | Path | None = None, model: str | None = 
     unsubscribe = subscribe(controller.bridge.push_notification)
     window.destroyed.connect(lambda *_a: unsubscribe())
     window.job_panel.default_job = "train"
+    window.startup = StartupProgress(window, progress)
     if opens_on_demo(workspace, model, dataset):
         window.job_panel.presets = dict(DEMO_PRESETS)
     # torch, the plugins and the model load on worker threads, started once the event loop turns (after show)
@@ -62,6 +67,6 @@ def main(model: str | None = None, dataset: str | None = None, workspace: str | 
          trust: bool = False) -> int:
     """Show the window and run the event loop; returns the exit code."""
     app = ensure_app()
-    window = create_main_window(workspace, model, dataset, trust=trust)
+    window = create_main_window(workspace, model, dataset, trust=trust, progress=sys.stderr)
     window.show()
     return QApplication.exec() if app is not None else 0

@@ -104,7 +104,6 @@ class MainWindow(QMainWindow):
         self.variants_dock = self._dock("Variants", "variantsDock", self.variants_table, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.job_dock = self._dock("Job", "jobDock", self.job_panel, Qt.DockWidgetArea.RightDockWidgetArea)
         self.log_dock = self._dock("Log", "logDock", self.log_view, Qt.DockWidgetArea.BottomDockWidgetArea)
-        self.resizeDocks([self.log_dock], [150], Qt.Orientation.Vertical)
 
     def _fit_to_screen(self) -> None:
         """Open at a size that fits the screen; the side panels take shares of the width (the job panel never
@@ -116,6 +115,7 @@ class MainWindow(QMainWindow):
         width = rect.width()
         self.resizeDocks([self.variants_dock, self.job_dock], [int(width * 0.38), max(300, int(width * 0.22))],
                          Qt.Orientation.Horizontal)
+        self.resizeDocks([self.log_dock], [min(150, rect.height() // 7)], Qt.Orientation.Vertical)
 
     def _action(self, menu: Any, text: str, slot: Any, shortcut: Any = None, name: str = "") -> QAction:
         action = QAction(text, self)
