@@ -32,6 +32,8 @@ bench: $(STAMP)
 screenshots: $(STAMP)
 	command -v xvfb-run >/dev/null || (apt-get install -y -q xvfb >/dev/null)
 	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) bench/screenshots.py docs/screenshots
+	for screen in 1600x1000 1366x768; do QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 $${screen}x24" \
+		$(PY) bench/first_run_screenshots.py docs/screenshots || exit 1; done
 
 fuzz: $(STAMP)
 	QT_QPA_PLATFORM=offscreen WORKBENCH_FUZZ_EXAMPLES=2000 $(PY) -m pytest -q tests -k fuzz

@@ -18,6 +18,10 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+from workbench.platform_check import explain_unusable  # noqa: E402
+
+if explain_unusable():  # under xvfb-run with QT_QPA_PLATFORM=xcb: the X libraries must be there
+    sys.exit(2)
 
 from PySide6.QtCore import QEventLoop, QSettings  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
