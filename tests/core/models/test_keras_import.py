@@ -319,3 +319,14 @@ def test_cli_refuses_a_lambda_file_with_exit_2(tmp_path):
     assert done.returncode == 2, done.stderr
     assert "holds Python code; refused" in done.stderr
     assert not marker.exists()
+
+
+def test_a_custom_loss_is_not_refused_it_is_never_rebuilt(tmp_path):
+    def my_loss(y_true, y_pred):
+        return keras.ops.mean(keras.ops.square(y_true - y_pred))
+
+    model = keras.Sequential([keras.Input((4,)), layers.Dense(3)])
+    model.compile(optimizer="adam", loss=my_loss)
+    converted = _convert(model, tmp_path)  # compile=False: the stored loss is never looked up, let alone run
+    x = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
+    assert _compare(model, converted, x) < TOL

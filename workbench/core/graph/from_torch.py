@@ -16,12 +16,17 @@ Comparison with the ONNX builder is at the layer level: see :func:`ir.layer_coun
 from __future__ import annotations
 
 import operator
+import threading
 from typing import Any
 
 import torch
 from torch import nn
 
 from .ir import Edge, Graph, Group, Node, categorize
+
+# torch.export keeps its dispatch-mode stack per process, not per thread: two exports at once on two threads (the
+# app's graph view and the model builder's preview) fail with "Trying to pop empty mode stack"; one at a time
+_EXPORT_LOCK = threading.Lock()
 
 _PLUMBING = {"getitem", "sym_size", "_assert_tensor_metadata", "_assert_scalar", "detach", "alias",
              "lift_fresh_copy", "sym_constrain_range_for_size", "_assert_async", "sym_numel",
@@ -306,7 +311,8 @@ def graph_from_torch(model: nn.Module, example_input: torch.Tensor | tuple) -> G
     model.eval()
     try:
         try:
-            return _from_export(model, example, batch)
+            with _EXPORT_LOCK:
+                return _from_export(model, example, batch)
         except Exception as exc:  # noqa: BLE001 - any export failure falls back to fx
             why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
         try:

@@ -120,8 +120,9 @@ def refuse_stored_code(config: Any, where: str) -> None:
                     raise InputError(f"{where}: {label} is a registered custom object ({registered}); refused")
             if node.get("function_type") in ("lambda", "raw") or "__lambda__" in node:
                 raise InputError(f"{where}: a stored function; refused (it is never run)")
-            for value in node.values():
-                walk(value)
+            for key, value in node.items():
+                if key != "compile_config":  # never rebuilt: the model is loaded with compile=False
+                    walk(value)
         elif isinstance(node, list):
             for value in node:
                 walk(value)
