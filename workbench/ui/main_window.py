@@ -14,6 +14,7 @@ from PySide6.QtWidgets import QDockWidget, QMainWindow, QMessageBox, QTabWidget,
 
 from workbench.ui import file_actions
 from workbench.ui.controller import Controller
+from workbench.ui.generate_panel import GeneratePanel
 from workbench.ui.graph_view import GraphView
 from workbench.ui.job_panel import JobPanel
 from workbench.ui.log_view import LogView
@@ -85,6 +86,8 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.result_view, "Details")
         self.model_builder = ModelBuilder()  # the stack: layer-list editor
         self.tabs.addTab(self.model_builder, "Build")
+        self.generate_panel = GeneratePanel(self.controller)  # a language model continues a prompt (generate job)
+        self.tabs.addTab(self.generate_panel, "Generate")
         self.setCentralWidget(self.tabs)
         self.variants_table = VariantsTable()
         self.job_panel = JobPanel(self.controller)
@@ -218,6 +221,7 @@ class MainWindow(QMainWindow):
         self.variants = variants
         self.variants_table.set_variants(variants)
         self.compare.set_variants(variants)
+        self.generate_panel.set_variants(variants)
         if variants and (self.selected is None or self.selected not in {v.id for v in variants}):
             self.select_variant(variants[-1].id)
 
@@ -229,6 +233,7 @@ class MainWindow(QMainWindow):
         self.variants_table.select(variant_id, emit=False)
         self.pareto_plot.select(variant_id)
         self.job_panel.set_input(variant_id)
+        self.generate_panel.set_variant(variant_id)
         variant = next((v for v in self.variants if v.id == variant_id), None)
         self.result_view.show_variant(variant)
         if variant is not None:
@@ -313,6 +318,7 @@ class MainWindow(QMainWindow):
         self.metrics_plot.on_event(event)
         self.log_view.on_event(event)
         self.job_panel.on_event(event)
+        self.generate_panel.on_event(event)
         self.status.on_event(event, max(0, len(self.controller.pending()) - 1))
         if event.kind == "started" and event.job == "train":
             self.tabs.setCurrentWidget(self.metrics_plot)
