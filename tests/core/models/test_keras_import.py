@@ -330,3 +330,19 @@ def test_a_custom_loss_is_not_refused_it_is_never_rebuilt(tmp_path):
     converted = _convert(model, tmp_path)  # compile=False: the stored loss is never looked up, let alone run
     x = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
     assert _compare(model, converted, x) < TOL
+
+
+def test_saved_model_folder_goes_through_tf2onnx_or_says_what_it_needs(tmp_path):
+    import importlib.util
+
+    from workbench.core.models.loading import load_model_file
+
+    folder = tmp_path / "saved"
+    folder.mkdir()
+    (folder / "saved_model.pb").write_bytes(b"")
+    if importlib.util.find_spec("tensorflow") is None or importlib.util.find_spec("tf2onnx") is None:
+        with pytest.raises(InputError, match="needs tensorflow and tf2onnx"):
+            load_model_file(folder)
+        return
+    with pytest.raises(InputError, match="tf2onnx could not convert"):  # an empty saved_model.pb
+        load_model_file(folder)
