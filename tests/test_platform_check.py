@@ -125,6 +125,7 @@ def test_without_ldd_the_known_libraries_are_loaded_one_by_one(monkeypatch: pyte
     assert pc.missing_libraries("wayland", {}) == []  # nothing known to try: Qt judges
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PySide6 has the xcb plugin on Linux only")
 def test_the_real_plugin_is_found() -> None:
     dirs = pc.plugin_dirs({})
     assert any((d / "libqxcb.so").is_file() for d in dirs), dirs
