@@ -272,6 +272,77 @@ builder("param_not_kv")(lambda d: _job("train:epochs"))
 builder("job_unknown")(lambda d: _job("nosuchjob"))
 
 
+def _keras_archive(d: Path, layer: dict, extra: dict[str, bytes] | None = None, link: str | None = None) -> Path:
+    """A .keras zip written by hand (no Keras involved), its Sequential holding ``layer``."""
+    import zipfile
+
+    config = {"module": "keras", "class_name": "Sequential", "config": {"name": "s", "layers": [
+        {"module": "keras.layers", "class_name": "InputLayer", "config": {"batch_shape": [None, 4], "name": "in"}},
+        layer]}}
+    path = d / "model.keras"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("metadata.json", json.dumps({"keras_version": "3.15.1"}))
+        z.writestr("config.json", json.dumps(config))
+        for name, data in (extra or {}).items():
+            z.writestr(name, data)
+        if link:
+            info = zipfile.ZipInfo(link)
+            info.external_attr = 0o120777 << 16
+            z.writestr(info, "/etc/passwd")
+    return path
+
+
+def _lambda_code(d: Path) -> str:
+    import base64
+    import marshal
+
+    marker = str(d / MARKER)
+    fn = eval(f"lambda t: (open({marker!r}, 'w').close(), t)[1]")  # noqa: S307 - the payload of a hostile file
+    return base64.b64encode(marshal.dumps(fn.__code__)).decode()
+
+
+@builder("keras_lambda_runs_code")
+def _keras_lambda(d: Path) -> Attempt:
+    layer = {"module": "keras.layers", "class_name": "Lambda", "config": {"name": "evil", "function": {
+        "class_name": "__lambda__", "config": {"code": _lambda_code(d), "defaults": None, "closure": None}}}}
+    return ["--model", str(_keras_archive(d, layer))]
+
+
+@builder("keras_h5_lambda")
+def _keras_h5_lambda(d: Path) -> Attempt:
+    import h5py
+
+    config = {"class_name": "Sequential", "config": {"name": "s", "layers": [
+        {"class_name": "Lambda", "config": {"name": "evil", "function": [_lambda_code(d), None, None],
+                                            "function_type": "lambda"}}]}}
+    path = d / "model.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["model_config"] = json.dumps(config)
+    return _model(path)
+
+
+@builder("keras_custom_object")
+def _keras_custom(d: Path) -> Attempt:
+    return _model(_keras_archive(d, {"module": "evil.layers", "class_name": "Backdoor", "config": {"name": "bd"}}))
+
+
+@builder("keras_archive_dotdot")
+def _keras_dotdot(d: Path) -> Attempt:
+    dense = {"module": "keras.layers", "class_name": "Dense", "config": {"name": "d", "units": 2}}
+    return _model(_keras_archive(d, dense, {"../outside.txt": b"x"}))
+
+
+@builder("keras_archive_symlink")
+def _keras_symlink(d: Path) -> Attempt:
+    dense = {"module": "keras.layers", "class_name": "Dense", "config": {"name": "d", "units": 2}}
+    return _model(_keras_archive(d, dense, link="assets/passwd"))
+
+
+@builder("keras_garbage")
+def _keras_garbage(d: Path) -> Attempt:
+    return _model(_write(d, "model.keras", np.random.default_rng(0).bytes(4096)))
+
+
 def test_every_case_has_a_builder():
     assert sorted(BUILDERS) == sorted(c.id for c in HOSTILE)
 
