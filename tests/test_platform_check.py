@@ -85,6 +85,7 @@ def test_wayland_session_falls_back_to_xcb_like_qt() -> None:
     assert check_platform(env, LINUX, lambda p: asked.append(p) or []) is None
     assert asked == ["xcb"]
     assert check_platform({"QT_QPA_PLATFORM": "wayland"}, LINUX, nothing_missing).startswith("no display: set WAYLAND")
+    assert check_platform({"XDG_SESSION_TYPE": "wayland"}, LINUX, nothing_missing) == NO_DISPLAY  # neither display
     assert check_platform({"QT_QPA_PLATFORM": "wayland", "WAYLAND_DISPLAY": "wayland-0"}, LINUX,
                           nothing_missing) is None
 

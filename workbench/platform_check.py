@@ -198,8 +198,11 @@ def check_platform(env: Mapping[str, str] | None = None, system: str | None = No
         if not absent:
             return None
         problems.append(missing_message(name, absent))
-    # a missing library says more than a missing display when Qt would have tried both
-    return next((p for p in problems if p.startswith("missing")), problems[0] if problems else None)
+    # a missing library says more than a missing display; with no display at all, the xcb line names DISPLAY
+    missing_libs = [p for p in problems if p.startswith("missing")]
+    if missing_libs:
+        return missing_libs[0]
+    return NO_DISPLAY if NO_DISPLAY in problems else (problems[0] if problems else None)
 
 
 def explain_unusable(env: Mapping[str, str] | None = None) -> int:
