@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_arg", nargs="?", metavar="MODEL", help="open the app with this model loaded")
     p.add_argument("--version", action="version", version=f"workbench {__version__}")
     p.add_argument("--batch", action="store_true", help="run the jobs headless and write a report")
-    p.add_argument("--model", help="zoo:NAME[:k=v,...] | FILE (.onnx .pt2 .pt .pth) | variant DIR | py:FILE.py:NAME")
+    p.add_argument("--model", help="zoo:NAME[:k=v,...] | FILE (.onnx .pt2 .pt .pth .keras .h5) | variant DIR | "
+                   "py:FILE.py:NAME | stack:LAYER;LAYER;... (docs/BUILDING.md)")
     p.add_argument("--weights", help="trained weights for a zoo: or py: model (.safetensors or state-dict .pt)")
     p.add_argument("--dataset", help="digits[:size=8|28] | synthetic[:k=v] | mnist:DIR | fashion_mnist:DIR | "
                                      "cifar10:DIR | folder:DIR | csv:FILE | text_csv:FILE (default digits)")

@@ -12,7 +12,7 @@ from typing import Any
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QFileDialog
 
-MODEL_FILTER = "Models (*.onnx *.pt2 *.pt *.pth *.py);;All files (*)"
+MODEL_FILTER = "Models (*.onnx *.pt2 *.pt *.pth *.py *.keras *.h5);;All files (*)"
 MAX_RECENT = 10
 
 
