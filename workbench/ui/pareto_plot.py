@@ -57,15 +57,19 @@ class ParetoPlot(pg.PlotWidget):
         self.variants = list(variants)
         key = AXES[self.axis][0]
         scale = 1 / 1024 if self.axis == "size" else 1.0
-        self.points = [(v.id, 100 * v.metrics["accuracy"], v.metrics[key] * scale) for v in variants
-                       if v.metrics.get("accuracy") is not None and v.metrics.get(key)]
+        # a language model's workspace ranks by perplexity (lower is better); a classifier's by accuracy
+        lm = any(v.metrics.get("accuracy") is None and v.metrics.get("perplexity") is not None for v in variants)
+        quality, factor = ("perplexity", 1.0) if lm else ("accuracy", 100.0)
+        self.setLabel("left", "perplexity (lower is better)" if lm else "accuracy (%)")
+        self.points = [(v.id, factor * v.metrics[quality], v.metrics[key] * scale) for v in variants
+                       if v.metrics.get(quality) is not None and v.metrics.get(key)]
         self.intervals = {}
         if self.axis == "latency":
             for v in variants:
                 ci = interval(v.metrics.get("latency_ms_ci"))
                 if ci is not None:
                     self.intervals[v.id] = ci
-        front_idx = pareto_front([(acc, cost) for _id, acc, cost in self.points])
+        front_idx = pareto_front([(-q if lm else q, cost) for _id, q, cost in self.points])
         self.front = [self.points[i][0] for i in front_idx]
         self._draw()
 

@@ -77,7 +77,7 @@ class VariantsModel(QAbstractTableModel):
             m, root = v.metrics, root_variant.metrics
             ratio = (m["size_bytes"] / root["size_bytes"]) if m.get("size_bytes") and root.get("size_bytes") else None
             self.rows.append({
-                "id": v.id, "parent": v.parent or "", "job": v.job, "accuracy": m.get("accuracy"),
+                "id": v.id, "parent": v.parent or "", "job": v.job, "accuracy": quality_of(m),
                 "params": m.get("params"), "size": m.get("size_bytes"), "latency": latency_readout(m),
                 "speed-up": speedup_readout(m, root, root_variant.id, is_reference=root_variant is v),
                 "size ratio": ratio, "marks": ", ".join(v.marks),
@@ -132,6 +132,15 @@ class VariantsModel(QAbstractTableModel):
         if column == "size ratio":
             return f"{value:.2f}x"
         return str(value)
+
+
+def quality_of(metrics: dict[str, Any]) -> Any:
+    """The quality cell: accuracy for a classifier; for a language model its perplexity, which sorts lower first
+    as the better one (the column sorts by the negated value)."""
+    ppl = metrics.get("perplexity")
+    if metrics.get("accuracy") is None and isinstance(ppl, int | float):
+        return Readout(f"ppl {ppl:,.1f}", "perplexity on the test split (lower is better)", -float(ppl))
+    return metrics.get("accuracy")
 
 
 class VariantsTable(QTableView):
