@@ -14,4 +14,5 @@ BUILTIN_JOBS = {
     "distill": "workbench_plugins.distill:DistillJob",
     "fuse": "workbench_plugins.fuse:FuseJob",
     "generate": "workbench_plugins.generate:GenerateJob",
+    "optimize": "workbench_plugins.optimize:OptimizeJob",
 }

@@ -29,7 +29,8 @@ class DistillJob(TrainingJob):
     description = ("Train a small student on the teacher's softened outputs (and optionally its features); "
                    "the teacher is the input variant or an ensemble of variants.")
 
-    student: str = Param("zoo:seed_cnn:width=0.25", help="the student: a zoo spec (zoo:NAME:k=v) or a variant id")
+    student: str = Param("zoo:seed_cnn:width=0.25", help="the student: a zoo spec (zoo:NAME:k=v), a variant id, "
+                         "or input (the input variant itself, e.g. a pruned model, learns from the teachers)")
     teachers: list[str] = Param([], help="teacher variant ids (default: the input variant; several = ensemble)")
     temperature: float = Param(2.0, min=0.05, max=100.0, help="softmax temperature T of the soft targets")
     alpha: float = Param(0.5, min=0.0, max=1.0, help="weight of the soft-target loss (1 - alpha for labels)")
@@ -95,12 +96,18 @@ class DistillJob(TrainingJob):
     def _teachers(self, ctx: JobContext) -> list[Any]:
         if not self.teachers:
             return [ctx.model]
+        if self.student.strip() == "input":  # the input model is the student: teachers come from the workspace
+            return [ctx.variant(t) for t in self.teachers]
         return [ctx.model if t == ctx.variant_id else ctx.variant(t) for t in self.teachers]
 
     def _student(self, ctx: JobContext) -> nn.Module:
         spec = self.student.strip()
         if not spec:
             raise InputError("distill needs a student: student=zoo:NAME[:k=v] or a variant id")
+        if spec == "input":
+            if not self.teachers:
+                raise InputError("student=input needs teachers=ID,...: the variants the input learns from")
+            return ctx.model
         torch.manual_seed(ctx.seed)  # the student's initial weights depend on the run's seed only
         if spec.startswith(("zoo:", "py:")):
             from workbench.core.models.loading import load_model

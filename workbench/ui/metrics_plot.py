@@ -13,6 +13,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QWidget
 
+from workbench.ui.trials_plot import TrialsScatter, trial_point
+
 PANELS = (("loss", "Loss"), ("accuracy", "Accuracy"), ("lr", "Learning rate"), ("throughput", "Samples / s"))
 COLORS = ("#4C8BF5", "#F28E2B", "#59A14F", "#E15759", "#B07AA1", "#76B7B2", "#EDC948", "#FF9DA7")
 
@@ -68,6 +70,7 @@ class MetricsPlot(pg.GraphicsLayoutWidget):
             self.plots[key] = plot
         self.plots["lr"].setLogMode(y=False)
         self.series: dict[str, _Series] = {}
+        self.trials: TrialsScatter | None = None  # a search's trials (optimize), gain against quality
         self.run_id: int | None = None
         self.job = ""
         self._timer = QTimer(self)
@@ -94,6 +97,9 @@ class MetricsPlot(pg.GraphicsLayoutWidget):
         other = self.plots.pop("other", None)
         if other is not None:
             self.removeItem(other)
+        if self.trials is not None:
+            self.trials.remove_from(self)
+            self.trials = None
         self.run_id, self.job = run_id, job
         for key, plot in self.plots.items():
             plot.setTitle(f"{self.titles.get(key, 'Other')} · {job} #{run_id}")
@@ -104,7 +110,15 @@ class MetricsPlot(pg.GraphicsLayoutWidget):
             self.clear_run(event.run_id, event.job)
         elif event.kind == "metric" and event.run_id == self.run_id:
             step = float(event.data.get("step", 0))
-            for name, value in event.data.get("metrics", {}).items():
+            metrics = event.data.get("metrics", {})
+            point = trial_point(metrics)
+            if point is not None:  # one trial of a search: a point of the trials plot, not a curve over steps
+                if self.trials is None:
+                    self.trials = TrialsScatter(self, row=3)
+                    self.trials.plot.setTitle(f"Trials · {self.job} #{self.run_id}")
+                self.trials.add(point)
+                return
+            for name, value in metrics.items():
                 if name == "epoch" or value != value:  # the epoch counter is the x axis; NaN has nothing to show
                     continue
                 series = self.series.get(name)
@@ -129,6 +143,8 @@ class MetricsPlot(pg.GraphicsLayoutWidget):
             changed.add(s.plot)
         for plot in changed:
             self._fit(plot)
+        if self.trials is not None:
+            self.trials.redraw()
 
     def _fit(self, plot: pg.PlotItem) -> None:
         """Grow the view in steps (x to 1.5x the last step, y by a fifth of its span) rather than auto-ranging on
@@ -149,4 +165,4 @@ class MetricsPlot(pg.GraphicsLayoutWidget):
         plot._wb_fitted = True
 
     def point_count(self) -> int:
-        return sum(s.n for s in self.series.values())
+        return sum(s.n for s in self.series.values()) + (len(self.trials.points) if self.trials else 0)

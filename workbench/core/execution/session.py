@@ -242,7 +242,7 @@ class JobServices:
         job = job_class(**params)
         sub = self.session.sub_context(ctx, job_class, model)
         try:
-            returned = job.run(sub)
+            returned = _kept(job.run(sub), sub.workdir, ctx.workdir)
         finally:
             shutil.rmtree(sub.workdir, ignore_errors=True)
         ctx.check_cancelled()
@@ -265,3 +265,20 @@ class JobServices:
         baseline = (vs, self.session.workspace.variant(vs).path / "model.onnx") if vs else None
         return measure_model(model, self.session.measuring(self.device), check=ctx.check_cancelled,
                              baseline=baseline)
+
+
+def _kept(returned: Any, sub_dir: Path, parent_dir: Path) -> Any:
+    """An ONNX model a sub-job wrote into its own scratch folder (quantize does) is moved to the calling job's
+    scratch folder, with the files beside it (external data), since the sub-job's folder is removed."""
+    from workbench.core.models.onnx_model import OnnxModel, is_onnx
+
+    if not is_onnx(returned):
+        return returned
+    path = Path(returned.path).resolve()
+    if sub_dir.resolve() not in path.parents:
+        return returned
+    target = Path(tempfile.mkdtemp(prefix="onnx-", dir=parent_dir))
+    for item in path.parent.iterdir():  # the model and its external data files (model.onnx.data, ...)
+        if item.is_file() and item.name.startswith(path.name):
+            shutil.copy2(item, target / item.name)
+    return OnnxModel(target / path.name, getattr(returned, "device", "cpu"))
