@@ -195,24 +195,34 @@ class Space:
         return r
 
     def first_guesses(self, goal: Goal) -> list[dict[str, Any]]:
-        """Recipes tried first, from the target: channel pruning cuts MACs about quadratically, so a speed-up
-        (or size ratio) of S suggests removing 1 - 1/sqrt(S) of the channels; and the same with int8."""
+        """Recipes tried first, from the target: channel pruning cuts MACs (and weights) about quadratically, so
+        a gain of S suggests removing 1 - 1/sqrt(S) of the channels, aimed a third higher since latency falls
+        less than MACs; with int8 (about 2x faster, 4x smaller) half the gain is left to pruning."""
         if self.lm:
             return [{"drop": 0, **({"steps": 0} if self.tune else {}), "quantize": self.quant[-1]}] \
                 if len(self.quant) > 1 else [{"drop": min(self.drop, 1), **({"steps": 100} if self.tune else {})}]
-        amount = min(0.85, max(0.1, round((1 - 1 / math.sqrt(max(goal.value, 1.0))) * 20) / 20))
+
+        def amount(gain: float) -> float:
+            if gain <= 1.0:
+                return 0.0
+            return min(0.85, max(0.1, round((1 - 1 / math.sqrt(gain * 4 / 3)) * 20) / 20))
+
         base: dict[str, Any] = {}
-        if self.prune:
-            base.update(amount=amount, allocation="uniform")
         if self.tunes and self.max_epochs > 0:
             base.update(epochs=min(3, self.max_epochs), tune=self.tunes[0])
         if self.fuse:
             base["fuse"] = False
         guesses = []
         if self.prune:
-            guesses.append({**base, **({"quantize": "none"} if self.quantize else {})})
+            guesses.append({"amount": amount(goal.value), "allocation": "uniform", **base,
+                            **({"quantize": "none"} if self.quantize else {})})
         if self.quantize:
-            guesses.append({**base, "quantize": "int8"})
+            int8_share = 2.0 if goal.target == "latency" else 4.0
+            pruned = {"amount": amount(goal.value / int8_share), "allocation": "uniform"} if self.prune else {}
+            guess = {**pruned, **base, "quantize": "int8"}
+            if not pruned.get("amount") and "epochs" in guess:
+                guess["epochs"] = 0  # nothing pruned: nothing to recover by fine-tuning
+            guesses.append(guess)
         return guesses
 
 

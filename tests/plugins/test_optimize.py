@@ -29,7 +29,7 @@ def _recipes(outcome):
 
 def test_a_seeded_search_proposes_the_same_recipes_and_saves_its_front(make_session, runner_for, tmp_path):
     # target=size: sizes and accuracies are exact on a CPU, so the sampler sees the same figures both times
-    params = {"target": "size", "size_ratio": 50, "trials": 6, "seed": 3, "methods": ["prune", "finetune", "distill"]}
+    params = {"target": "size", "size_ratio": 50, "trials": 6, "seed": 3, "methods": ["prune", "finetune"]}
     runs = []
     for name in ("a", "b"):
         session, root = make_session(model=MODEL, dataset=DATASET, out=tmp_path / name)
