@@ -10,7 +10,8 @@ import torch
 from workbench.core.data import load_dataset
 from workbench.core.errors import InputError
 from workbench.core.models import OnnxModel, build_zoo_model, load_model, recipe_of
-from workbench.core.models.serialize import load_torch_model, save_torch_model
+from workbench.core.models.loading import load_torch_model
+from workbench.core.models.serialize import save_torch_model
 
 
 @pytest.fixture(scope="module")

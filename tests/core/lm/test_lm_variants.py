@@ -13,7 +13,8 @@ from workbench.core.data import load_dataset
 from workbench.core.errors import JobFailed
 from workbench.core.lm.generate import decode_tokens_per_s, generate_ids, generate_text
 from workbench.core.models import load_model
-from workbench.core.models.serialize import load_torch_model, recipe_of, save_torch_model
+from workbench.core.models.loading import load_torch_model
+from workbench.core.models.serialize import recipe_of, save_torch_model
 from workbench.core.tasks import get_task, task_of
 
 SPEC = "zoo:tiny_llama:hidden=32,layers=2,heads=2,kv_heads=1"

@@ -19,7 +19,8 @@ from keras import layers  # noqa: E402
 from workbench.core.errors import InputError  # noqa: E402
 from workbench.core.models import recipe_of  # noqa: E402
 from workbench.core.models.keras_import import load_keras_file  # noqa: E402
-from workbench.core.models.serialize import load_torch_model, save_torch_model  # noqa: E402
+from workbench.core.models.loading import load_torch_model  # noqa: E402
+from workbench.core.models.serialize import save_torch_model  # noqa: E402
 
 TOL = 1e-4
 # Keras' torch backend calls np.array(tensor, copy=False), which NumPy 2 warns about; not ours to fix

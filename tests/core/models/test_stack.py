@@ -9,7 +9,8 @@ import torch
 
 from workbench.core.errors import InputError
 from workbench.core.models import recipe_of
-from workbench.core.models.serialize import load_torch_model, save_torch_model
+from workbench.core.models.loading import load_torch_model
+from workbench.core.models.serialize import save_torch_model
 from workbench.core.models.stack import (
     LAYERS,
     TEMPLATES,

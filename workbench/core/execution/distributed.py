@@ -178,7 +178,7 @@ def job_spec(job: Any, ctx: Any) -> dict[str, Any]:
 
 def run_job_distributed(job: Any, ctx: Any, options: LaunchOptions) -> Any:
     """Run ``job`` on ``job.processes`` ranks; replay rank 0's events on ``ctx``; return the trained model."""
-    from workbench.core.models.serialize import load_torch_model
+    from workbench.core.models.loading import load_torch_model
 
     nproc = int(job.values["processes"])
     if ctx.device.type == "cuda":

@@ -22,7 +22,7 @@ from torch import nn
 
 from workbench.core.errors import InputError
 from workbench.core.lm import LM_RECIPE_KIND
-from workbench.core.models.serialize import recipe_of, set_recipe
+from workbench.core.models.recipe import recipe_of, set_recipe
 
 
 def quiet_transformers() -> Any:

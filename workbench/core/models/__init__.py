@@ -2,7 +2,7 @@
 
 from workbench.core.models.loading import build_from_recipe, load_model, load_weights
 from workbench.core.models.onnx_model import OnnxModel, is_onnx
-from workbench.core.models.serialize import recipe_of, set_recipe
+from workbench.core.models.recipe import recipe_of, set_recipe
 from workbench.core.models.zoo import ZooEntry, build_zoo_model, list_models
 
 __all__ = [

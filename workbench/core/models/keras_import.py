@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from workbench.core.errors import InputError
-from workbench.core.models.serialize import set_recipe
+from workbench.core.models.recipe import set_recipe
 from workbench.core.models.stack import GlobalPool, SeqBatchNorm
 
 MAX_MEMBER_BYTES = 4 << 30  # one archive member, uncompressed

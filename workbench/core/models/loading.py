@@ -23,7 +23,8 @@ from torch import nn
 from workbench.core.errors import InputError
 from workbench.core.kv import split_kv
 from workbench.core.models.onnx_model import OnnxModel
-from workbench.core.models.serialize import load_torch_model, set_recipe
+from workbench.core.models.recipe import set_recipe
+from workbench.core.models.serialize import apply_shapes
 
 if TYPE_CHECKING:
     from workbench.core.data import DatasetInfo
@@ -329,3 +330,37 @@ def _literal(value: Any) -> Any:
         except ValueError:
             pass
     return value
+
+
+def load_torch_model(folder: Path) -> nn.Module:
+    """Rebuild a saved PyTorch variant (weights checked for shape) on the CPU."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    recipe_file = folder / "recipe.json"
+    if recipe_file.exists():
+        try:
+            payload = json.loads(recipe_file.read_text())
+            recipe, shapes = payload["recipe"], payload.get("shapes", {})
+        except (ValueError, KeyError) as exc:
+            raise InputError(f"{recipe_file}: unreadable recipe ({exc})") from None
+        if isinstance(recipe, dict) and recipe.get("kind") == "causal_lm":
+            from workbench.core.lm.model import load_language_model
+
+            return load_language_model(folder, recipe)
+        try:
+            state = load_file(str(folder / "model.safetensors"))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise InputError(f"{folder / 'model.safetensors'}: unreadable weights ({exc})") from None
+        model = build_from_recipe(recipe)
+        apply_shapes(model, shapes, state)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise InputError(f"{folder}: the weights do not fit the architecture ({first})") from None
+        return set_recipe(model.eval(), recipe)
+    pt2 = folder / "model.pt2"
+    if pt2.exists():
+        return load_pt2(pt2)
+    raise InputError(f"{folder}: no PyTorch model in this variant folder")

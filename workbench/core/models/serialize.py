@@ -1,4 +1,5 @@
-"""Saving and reloading PyTorch variants: safetensors weights + an architecture recipe.
+"""Saving PyTorch variants: safetensors weights + an architecture recipe (``loading.load_torch_model`` reads
+them back).
 
 A recipe rebuilds the original architecture; the saved per-module attributes (channel counts, features,
 groups) then reshape it, so structurally pruned models reload with their new shapes and stay trainable.
@@ -15,28 +16,18 @@ import torch
 from torch import nn
 
 from workbench.core.errors import InputError
+from workbench.core.models.recipe import RECIPE_ATTR, recipe_of, set_recipe
 from workbench.core.workspace.atomic import atomic_write_bytes, atomic_write_text
 
-RECIPE_ATTR = "workbench_recipe"
+__all__ = ["RECIPE_ATTR", "apply_shapes", "module_shapes", "recipe_of", "save_exported", "save_torch_model",
+           "set_recipe"]
+
 RECIPE_KINDS = ("zoo", "py", "stack", "keras")  # the kinds loading.build_from_recipe rebuilds
 _SHAPE_ATTRS = (
     "in_channels", "out_channels", "groups", "in_features", "out_features", "num_features",
     "normalized_shape", "num_embeddings", "embedding_dim", "input_size", "hidden_size", "embed_dim",
     "num_heads", "head_dim", "kdim", "vdim", "d_model",
 )
-
-
-def recipe_of(model: Any) -> dict[str, Any] | None:
-    return getattr(model, RECIPE_ATTR, None)
-
-
-def set_recipe(model: Any, recipe: dict[str, Any]) -> Any:
-    """Remember how to rebuild ``model`` (kept on the module so jobs that modify it in place keep it)."""
-    try:
-        object.__setattr__(model, RECIPE_ATTR, recipe)
-    except (AttributeError, TypeError):
-        pass
-    return model
 
 
 def module_shapes(model: nn.Module) -> dict[str, dict[str, Any]]:
@@ -57,7 +48,7 @@ def module_shapes(model: nn.Module) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _apply_shapes(model: nn.Module, shapes: dict[str, dict[str, Any]], state: dict[str, torch.Tensor]) -> None:
+def apply_shapes(model: nn.Module, shapes: dict[str, dict[str, Any]], state: dict[str, torch.Tensor]) -> None:
     for name, attrs in shapes.items():
         if attrs.get("identity") and name:
             try:
@@ -130,41 +121,3 @@ def save_exported(model: nn.Module, folder: Path, example: torch.Tensor) -> str:
     torch.export.save(program, buffer)
     atomic_write_bytes(folder / "model.pt2", buffer.getvalue())
     return "pt2"
-
-
-def load_torch_model(folder: Path) -> nn.Module:
-    """Rebuild a saved PyTorch variant (weights checked for shape) on the CPU."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    recipe_file = folder / "recipe.json"
-    if recipe_file.exists():
-        from workbench.core.models.loading import build_from_recipe
-
-        try:
-            payload = json.loads(recipe_file.read_text())
-            recipe, shapes = payload["recipe"], payload.get("shapes", {})
-        except (ValueError, KeyError) as exc:
-            raise InputError(f"{recipe_file}: unreadable recipe ({exc})") from None
-        if isinstance(recipe, dict) and recipe.get("kind") == "causal_lm":
-            from workbench.core.lm.model import load_language_model
-
-            return load_language_model(folder, recipe)
-        try:
-            state = load_file(str(folder / "model.safetensors"))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise InputError(f"{folder / 'model.safetensors'}: unreadable weights ({exc})") from None
-        model = build_from_recipe(recipe)
-        _apply_shapes(model, shapes, state)
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise InputError(f"{folder}: the weights do not fit the architecture ({first})") from None
-        return set_recipe(model.eval(), recipe)
-    pt2 = folder / "model.pt2"
-    if pt2.exists():
-        from workbench.core.models.loading import load_pt2
-
-        return load_pt2(pt2)
-    raise InputError(f"{folder}: no PyTorch model in this variant folder")

@@ -20,14 +20,10 @@ import torch
 from torch import nn
 
 from workbench.core.errors import JobFailed
+from workbench.core.models.loading import load_torch_model
 from workbench.core.models.onnx_model import OnnxModel, is_onnx
-from workbench.core.models.serialize import (
-    load_torch_model,
-    recipe_of,
-    save_exported,
-    save_torch_model,
-    set_recipe,
-)
+from workbench.core.models.recipe import recipe_of, set_recipe
+from workbench.core.models.serialize import save_exported, save_torch_model
 from workbench.core.variants import timing
 from workbench.core.variants.timing import TimingBudget
 
