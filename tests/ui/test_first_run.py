@@ -14,7 +14,7 @@ from PySide6.QtGui import QGuiApplication  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from workbench.app import DEMO_PRESETS, opens_on_demo  # noqa: E402
-from workbench.ui.job_panel import OLD_SETTINGS_GROUP, SETTINGS_GROUP  # noqa: E402
+from workbench.ui.job_panel import OLD_SETTINGS_GROUPS, SETTINGS_GROUP  # noqa: E402
 from workbench.ui.main_window import PREFERRED_SIZE, first_geometry  # noqa: E402
 
 SIZES = ((1600, 1000), (1366, 768))
@@ -120,41 +120,64 @@ def test_existing_workspace_is_not_the_demo(tmp_path) -> None:
     assert not opens_on_demo(tmp_path, None, None)
 
 
-def test_form_starts_from_the_preset_and_remembers_only_changes(settings, qtbot) -> None:
+def test_form_starts_from_the_preset_and_remembers_only_changes_per_workspace(settings, qtbot) -> None:
     from workbench.ui.controller import Controller
-    from workbench.ui.job_panel import JobPanel
+    from workbench.ui.job_panel import JobPanel, workspace_digest
 
-    QSettings().setValue(f"{OLD_SETTINGS_GROUP}/train", json.dumps({"epochs": 3, "lr": 0.5}))  # an older app's save
+    for group in OLD_SETTINGS_GROUPS:  # older apps' whole saved forms, for every workspace
+        QSettings().setValue(f"{group}/train", json.dumps({"epochs": 3, "lr": 0.5}))
     preset = {"train": {"epochs": 7, "label_smoothing": 0.1}}
+    here, elsewhere = workspace_digest(settings / "ws-a"), workspace_digest(settings / "ws-b")
     controller = Controller()
-    panels = []
+
+    def panel(key: str) -> JobPanel:
+        made = JobPanel(controller)
+        qtbot.addWidget(made)
+        made.presets = preset
+        made.workspace_key = key
+        made.select_job("train")
+        return made
+
     try:
-        for _ in range(2):
-            panel = JobPanel(controller)
-            qtbot.addWidget(panel)
-            panel.presets = preset
-            panel.select_job("train")
-            panels.append(panel)
-        first, second = panels
-        assert first.form.editors["epochs"].value() == 7  # the preset, not the older app's whole saved form
+        first = panel(here)
+        assert first.form.editors["epochs"].value() == 7  # the preset, not an older app's whole saved form
         assert first.form.editors["lr"].text() == "0.002"
-        assert QSettings().value(f"{OLD_SETTINGS_GROUP}/train") is None
+        assert all(QSettings().value(f"{group}/train") is None for group in OLD_SETTINGS_GROUPS)
         first.form.editors["epochs"].setValue(1)
         with qtbot.waitSignal(first.run_requested) as sent:
             first.request_run()
         assert sent.args[1]["epochs"] == 1 and sent.args[1]["label_smoothing"] == 0.1
-        assert json.loads(str(QSettings().value(f"{SETTINGS_GROUP}/train"))) == {"epochs": 1}
-        third = JobPanel(controller)
-        qtbot.addWidget(third)
-        third.presets = preset
-        third.select_job("train")
-        assert third.form.editors["epochs"].value() == 1  # the user's change comes back
-        assert third.form.editors["label_smoothing"].text() == "0.1"  # untouched: the preset
-        third.form.editors["epochs"].setValue(7)
-        with qtbot.waitSignal(third.run_requested):
-            third.request_run()
-        assert json.loads(str(QSettings().value(f"{SETTINGS_GROUP}/train"))) == {}  # back to the preset
-        assert second.form.editors["epochs"].value() == 7
+        assert json.loads(str(QSettings().value(f"{SETTINGS_GROUP}/{here}/train"))) == {"epochs": 1}
+        again = panel(here)
+        assert again.form.editors["epochs"].value() == 1  # the user's change comes back in that workspace
+        assert again.form.editors["label_smoothing"].text() == "0.1"  # untouched: the preset
+        other = panel(elsewhere)
+        assert other.form.editors["epochs"].value() == 7  # another (a fresh) workspace: the preset
+        again.form.editors["epochs"].setValue(7)
+        with qtbot.waitSignal(again.run_requested):
+            again.request_run()
+        assert json.loads(str(QSettings().value(f"{SETTINGS_GROUP}/{here}/train"))) == {}  # back to the preset
+    finally:
+        controller.shutdown(wait=True)
+
+
+def test_opening_a_workspace_fills_the_forms_with_its_values(settings, qtbot) -> None:
+    from types import SimpleNamespace
+
+    from workbench.ui.controller import Controller
+    from workbench.ui.job_panel import JobPanel, workspace_digest
+
+    QSettings().setValue(f"{SETTINGS_GROUP}/{workspace_digest(settings / 'old')}/train", json.dumps({"epochs": 4}))
+    controller = Controller()
+    try:
+        panel = JobPanel(controller)
+        qtbot.addWidget(panel)
+        panel.select_job("train")
+        panel.form.editors["lr"].setText("0.01")  # typed while the workspace was still opening: kept
+        controller.session_ready.emit(SimpleNamespace(workspace=SimpleNamespace(root=settings / "old")))
+        assert panel.form.editors["epochs"].value() == 4 and panel.form.editors["lr"].text() == "0.01"
+        controller.session_ready.emit(SimpleNamespace(workspace=SimpleNamespace(root=settings / "new")))
+        assert panel.form.editors["epochs"].value() == 10 and panel.form.editors["lr"].text() == "0.002"
     finally:
         controller.shutdown(wait=True)
 

@@ -23,10 +23,21 @@ from PySide6.QtWidgets import (
 from workbench.core.errors import InputError
 from workbench.ui.param_form import ParamForm
 
-# QSettings group of the values a user changed in a job's form (only those: untouched fields follow the defaults,
-# so a better default reaches them). "params/" held whole forms before and is dropped when met.
-SETTINGS_GROUP = "job_params"
-OLD_SETTINGS_GROUP = "params"
+# QSettings group of the values a user changed in a job's form, per workspace (``workspace_params/<path
+# digest>/<job>``): only the changed values, so untouched fields follow the defaults (a better default reaches them),
+# and only for that workspace, so a fresh workspace, the demo's first of all, starts from the defaults and presets
+# whatever was run elsewhere. Older apps kept whole forms for every workspace under "params/" and "job_params/";
+# those keys are dropped when met.
+SETTINGS_GROUP = "workspace_params"
+OLD_SETTINGS_GROUPS = ("params", "job_params")
+
+
+def workspace_digest(root: Any) -> str:
+    """A short, stable QSettings key for a workspace folder."""
+    import hashlib
+    from pathlib import Path
+
+    return hashlib.sha1(str(Path(root).expanduser().resolve()).encode()).hexdigest()[:16]
 
 
 class JobPanel(QWidget):
@@ -79,6 +90,7 @@ class JobPanel(QWidget):
         self.default_job = "train"
         self.presets: dict[str, dict[str, Any]] = {}  # job -> values its form starts from instead of the defaults
         self._starting: dict[str, dict[str, Any]] = {}  # job -> its form's values before the user's edits
+        self.workspace_key: str | None = None  # workspace_digest() of the open workspace, once known
         for name in controller.job_names():
             self.selector.addItem(name, name)
         self.selector.setPlaceholderText("loading jobs ...")
@@ -88,6 +100,8 @@ class JobPanel(QWidget):
         self.cancel_button.clicked.connect(self.cancel_requested)
         controller.jobs_loaded.connect(self._on_jobs_loaded)
         controller.job_event.connect(self.on_event)
+        if hasattr(controller, "session_ready"):
+            controller.session_ready.connect(self._on_session)
 
     def select_job(self, name: str) -> None:
         index = self.selector.findData(name)
@@ -125,17 +139,34 @@ class JobPanel(QWidget):
         except InputError:
             self._starting[name] = {}
         settings = QSettings()
-        settings.remove(f"{OLD_SETTINGS_GROUP}/{name}")
-        saved = settings.value(f"{SETTINGS_GROUP}/{name}")
-        if saved:
-            try:
-                changed = json.loads(str(saved))
-            except ValueError:
-                changed = None
-            if isinstance(changed, dict):
-                form.set_values(changed)
+        for group in OLD_SETTINGS_GROUPS:
+            settings.remove(f"{group}/{name}")
+        form.set_values(self._saved(name))
         form.installEventFilter(self)  # the Advanced section opening can widen the form
         return form
+
+    def _saved(self, name: str) -> dict[str, Any]:
+        """What the user changed in this job's form last time, in this workspace."""
+        if self.workspace_key is None:
+            return {}
+        saved = QSettings().value(f"{SETTINGS_GROUP}/{self.workspace_key}/{name}")
+        try:
+            changed = json.loads(str(saved)) if saved else {}
+        except ValueError:
+            return {}
+        return changed if isinstance(changed, dict) else {}
+
+    def _on_session(self, session: Any) -> None:
+        """A workspace is open: its remembered values fill the forms. Forms built for another workspace start over
+        from their starting values; edits made while the first one was loading are kept."""
+        key = workspace_digest(session.workspace.root)
+        if key == self.workspace_key:
+            return
+        previous, self.workspace_key = self.workspace_key, key
+        for name, form in self._forms.items():
+            if previous is not None:
+                form.set_values(self._starting.get(name, {}))
+            form.set_values(self._saved(name))
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
         if watched is self.form and event.type() == QEvent.Type.LayoutRequest:
@@ -190,7 +221,8 @@ class JobPanel(QWidget):
         name = self.current_job()
         starting = self._starting.get(name, {})
         changed = {k: v for k, v in values.items() if k not in starting or starting[k] != v}
-        QSettings().setValue(f"{SETTINGS_GROUP}/{name}", json.dumps(changed, default=str))
+        if self.workspace_key is not None:
+            QSettings().setValue(f"{SETTINGS_GROUP}/{self.workspace_key}/{name}", json.dumps(changed, default=str))
         self.run_requested.emit(name, values)
 
     # events ---------------------------------------------------------------------------------------------------
