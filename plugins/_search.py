@@ -211,26 +211,24 @@ class Space:
 
         base: dict[str, Any] = {}
         if self.tunes and self.max_epochs > 0:
-            base.update(epochs=min(3, self.max_epochs), tune=self.tunes[0])
+            base.update(epochs=1, tune=self.tunes[0])  # one epoch first: on a busy CPU an epoch can take minutes
         if self.fuse:
             base["fuse"] = False
         guesses = []
-        if self.prune:
-            first = {"amount": amount(goal.value), "allocation": "uniform", **base}
-            guesses.append({**first, **({"quantize": "none"} if self.quantize else {})})
-            if self.quantize:  # the same fine-tuned model, quantized: only the quantization is new (the cache)
-                guesses.append({**first, "quantize": "int8"})
         if self.quantize:
             alone = {**({"amount": 0.0, "allocation": "uniform"} if self.prune else {}), **base, "quantize": "int8"}
             if "epochs" in alone:
                 alone["epochs"] = 0  # nothing pruned: nothing to recover by fine-tuning
             guesses.append(alone)  # no fine-tuning either: cheap, and the accurate end of the front
-            int8_share = 2.0 if goal.target == "latency" else 4.0
-            if self.prune and amount(goal.value / int8_share) > 0:
-                guess = {"amount": amount(goal.value / int8_share), "allocation": "uniform", **base, "quantize": "int8"}
-                if guess not in guesses:
-                    guesses.append(guess)
-        return guesses
+        if self.prune:
+            fp32 = {"quantize": "none"} if self.quantize else {}
+            with_int8 = amount(goal.value / (2.0 if goal.target == "latency" else 4.0))
+            if self.quantize and with_int8 > 0:
+                first = {"amount": with_int8, "allocation": "uniform", **base}
+                guesses.append({**first, "quantize": "int8"})
+                guesses.append({**first, **fp32})  # the same fine-tuned model in float: the cache shares it
+            guesses.append({"amount": amount(goal.value), "allocation": "uniform", **base, **fp32})
+        return [g for i, g in enumerate(guesses) if g not in guesses[:i]]
 
 
 class Search:
@@ -424,8 +422,9 @@ class Search:
         tried = sum(r.status in ("ok", "failed", "pruned") for r in self.records)
         if self.max_trials and tried >= self.max_trials:
             return f"{self.max_trials} trials done"
-        if self.stop_at_target and any(confident(self.goal, r) for r in self.records):
-            return "the target is met (its whole 95% interval)"
+        if self.stop_at_target and any(confident(self.goal, r) for r in self.records) \
+                and len(pareto_front(self.records)) >= 2:  # a set to choose from, not a single point
+            return "the target is met (its whole 95% interval) and the front has two points or more"
         if self._done() and self.elapsed() >= self.budget_s:
             return f"the budget of {self.budget_s:g} s is spent"
         return ""
