@@ -120,7 +120,7 @@ def check_memory(folder: Path, config: Any, available: int | None = None) -> int
 
 def load_config(folder: Path, *, trust: bool = False) -> Any:
     """The folder's transformers config, after the custom-code check (no weights touched)."""
-    from workbench.core.lm.model import quiet_transformers
+    from workbench.core.lm.offline import quiet_transformers
 
     raw = read_json(folder / "config.json")
     check_custom_code(folder, raw, trust)
@@ -142,7 +142,7 @@ def load_config(folder: Path, *, trust: bool = False) -> Any:
 
 def load_hf_causal_lm(folder: Path, *, trust: bool = False, available: int | None = None) -> nn.Module:
     """The causal LM of a Hugging Face folder (float32, CPU, eval mode), after every safety check above."""
-    from workbench.core.lm.model import quiet_transformers
+    from workbench.core.lm.offline import quiet_transformers
 
     folder = Path(folder).expanduser()
     if not folder.is_dir():
@@ -173,23 +173,6 @@ def load_hf_causal_lm(folder: Path, *, trust: bool = False, available: int | Non
     if mismatched:
         raise InputError(f"{folder}: weights of the wrong shape for the config (first: {mismatched[0]})")
     return model.float().eval()
-
-
-def open_hf_folder(folder: Path, *, trust: bool = False, info: Any = None) -> nn.Module:
-    """``--model DIR`` / ``hf:DIR``: a CausalLM with the dataset's tokenizer, checked against the dataset."""
-    from workbench.core.lm.model import CausalLM
-    from workbench.core.lm.tokenizer import TextTokenizer, has_tokenizer
-
-    folder = Path(folder).expanduser()
-    if info is not None and getattr(info, "task", "classification") != "causal_lm":
-        raise InputError(f"{folder} is a language model: it needs a text corpus dataset (text:FILE or pydocs), "
-                         f"not {info.spec!r}")
-    hf_model = load_hf_causal_lm(folder, trust=trust)
-    own = TextTokenizer.load(folder, trust=trust) if has_tokenizer(folder) else None
-    model = CausalLM(hf_model, own, {"source": str(folder), "architecture": type(hf_model).__name__})
-    if info is not None:
-        attach_dataset_tokenizer(model, info, what=str(folder))
-    return model
 
 
 def attach_dataset_tokenizer(model: Any, info: Any, *, what: str) -> None:

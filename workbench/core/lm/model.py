@@ -13,7 +13,6 @@ A variant folder of a language model is itself a Hugging Face folder: ``config.j
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,26 +21,8 @@ from torch import nn
 
 from workbench.core.errors import InputError
 from workbench.core.lm import LM_RECIPE_KIND
+from workbench.core.lm.offline import quiet_transformers
 from workbench.core.models.recipe import recipe_of, set_recipe
-
-
-def quiet_transformers() -> Any:
-    """Import transformers offline, without its progress bars and advisory warnings; returns the module."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    import transformers
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        from huggingface_hub.utils import disable_progress_bars
-
-        disable_progress_bars()
-    except ImportError:  # an older hub: the bars are transformers' own, disabled above
-        pass
-    return transformers
 
 
 class CausalLM(nn.Module):
@@ -169,3 +150,20 @@ def load_language_model(folder: Path, recipe: dict[str, Any] | None = None) -> C
         except ValueError:
             recipe = None
     return CausalLM(hf_model, tokenizer, recipe).eval()
+
+
+def open_hf_folder(folder: Path, *, trust: bool = False, info: Any = None) -> nn.Module:
+    """``--model DIR`` / ``hf:DIR``: a CausalLM with the dataset's tokenizer, checked against the dataset."""
+    from workbench.core.lm.hf_folder import attach_dataset_tokenizer, load_hf_causal_lm
+    from workbench.core.lm.tokenizer import TextTokenizer, has_tokenizer
+
+    folder = Path(folder).expanduser()
+    if info is not None and getattr(info, "task", "classification") != "causal_lm":
+        raise InputError(f"{folder} is a language model: it needs a text corpus dataset (text:FILE or pydocs), "
+                         f"not {info.spec!r}")
+    hf_model = load_hf_causal_lm(folder, trust=trust)
+    own = TextTokenizer.load(folder, trust=trust) if has_tokenizer(folder) else None
+    model = CausalLM(hf_model, own, {"source": str(folder), "architecture": type(hf_model).__name__})
+    if info is not None:
+        attach_dataset_tokenizer(model, info, what=str(folder))
+    return model

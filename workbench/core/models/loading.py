@@ -58,7 +58,7 @@ def build_from_recipe(recipe: dict[str, Any]) -> nn.Module:
 def load_model(spec: str, info: DatasetInfo, *, weights: str | None = None, trust: bool = False) -> Any:
     """A model from a spec, fitted to the dataset; torch models carry their recipe."""
     if spec.startswith("hf:") or _is_hf_folder(spec):
-        from workbench.core.lm.hf_folder import open_hf_folder
+        from workbench.core.lm.model import open_hf_folder
 
         if weights:
             raise InputError("--weights goes with a zoo: or py: model; a Hugging Face folder already has weights")
@@ -135,7 +135,7 @@ def load_model_file(path: Path, *, trust: bool = False) -> Any:
         raise InputError(f"{path}: no such file or folder")
     if path.is_dir():
         if _is_hf_folder(str(path)):
-            from workbench.core.lm.hf_folder import open_hf_folder
+            from workbench.core.lm.model import open_hf_folder
 
             return open_hf_folder(path, trust=trust)
         if (path / "saved_model.pb").is_file() and not (path / "meta.json").exists():

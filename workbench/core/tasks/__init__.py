@@ -7,8 +7,8 @@ task of a dataset (``DatasetInfo.task``). Built in: ``classification`` (one scor
 ``workbench.tasks`` entry point group (name -> Task subclass).
 """
 
-from workbench.core.tasks.base import (
-    Task,
+from workbench.core.tasks.base import Task
+from workbench.core.tasks.registry import (
     default_bench_batch,
     ensure_supported,
     get_task,
