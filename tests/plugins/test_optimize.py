@@ -27,6 +27,7 @@ def _recipes(outcome):
     return [(t["recipe"], t["status"]) for t in outcome.result["trials"]]
 
 
+@pytest.mark.slow  # two searches of six measured trials: about 30 s on an idle laptop
 def test_a_seeded_search_proposes_the_same_recipes_and_saves_its_front(make_session, runner_for, tmp_path):
     # target=size: sizes and accuracies are exact on a CPU, so the sampler sees the same figures both times
     params = {"target": "size", "size_ratio": 50, "trials": 6, "seed": 3, "methods": ["prune", "finetune"]}
