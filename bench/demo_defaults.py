@@ -3,8 +3,9 @@ on zoo:seed_cnn + digits, over a few seeds: test accuracy and seconds (training 
 
     python bench/demo_defaults.py [--seeds 0,1,2] [--threads N]
 
-The app runs jobs in a worker process that uses every core, so the default is torch's own thread count. On 2
-cores, idle: the defaults give 0.958-0.969 in about 10 s, the preset 0.983-0.989 in about 15-20 s.
+The app runs jobs in a worker process that uses every core, so the default is torch's own thread count. Measured
+with one thread on 2 cores shared with other work: the defaults gave 0.964-0.969 in 10-12 s (seeds 0, 1), the preset
+0.983-0.989 in 18-22 s (seeds 0-2; 47 s once the machine was busy).
 """
 
 from __future__ import annotations
