@@ -31,9 +31,12 @@ def train_briefly(model: torch.nn.Module, data, epochs: int = 3, lr: float = 3e-
 
 def job_context(model, data, workdir: Path, job_name: str = "quantize", bench_batch: int = 32) -> JobContext:
     """A context for calling ``Job.run`` directly, without a runner or a workspace."""
+    from workbench.core.variants.measure import evaluate_accuracy
+
     return JobContext(run_id=1, job_name=job_name, model=model, data=data, device=torch.device("cpu"),
                       workdir=workdir, emit=lambda event: None, cancel_event=threading.Event(),
                       evaluate=lambda m, split="test": {}, load_variant=None, variant_id="v0001",
+                      accuracy=lambda m, split="val": evaluate_accuracy(m, data, split, "cpu"),
                       bench_batch=bench_batch)
 
 

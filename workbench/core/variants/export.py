@@ -31,7 +31,8 @@ class ExportResult:
 
 
 def _export_torchscript(model: nn.Module, example: torch.Tensor, path: str, opset: int) -> None:
-    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()), \
+            contextlib.redirect_stdout(io.StringIO()):  # a failing TorchScript export prints its whole graph
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model, (example,), path, dynamo=False, opset_version=opset, input_names=["input"],

@@ -73,7 +73,7 @@ def is_significant(ci: tuple[float, float], min_effect: float = MIN_EFFECT) -> b
 
 
 @contextlib.contextmanager
-def measuring_lock(timeout_s: float = 600.0) -> Iterator[None]:
+def measuring_lock(timeout_s: float = 120.0) -> Iterator[None]:
     """Machine-wide: only one workbench process times a model at a time (no-op where file locks are missing)."""
     try:
         import fcntl
