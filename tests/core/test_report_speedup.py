@@ -91,3 +91,15 @@ def test_speedup_readout_edge_cases():
     assert slower.text == "0.50x (0.45–0.55)" and "slower than v1" in slower.tooltip and slower.sort == 0.5
     no_ci = figures.speedup_readout({"speedup": {"vs": "v1", "ratio": 1.3, "significant": True}})
     assert no_ci.text == "1.30x"
+
+
+def test_a_language_model_report_shows_perplexity_not_accuracy():
+    from workbench.core.report import render_markdown
+
+    step = {"job": "train", "variant": "v0002", "parent": "v0001", "status": "ok", "seconds": 1.0,
+            "metrics": {"perplexity": 41.5, "token_accuracy": 0.31, "loss": 3.72, "decode_tokens_per_s": 812.0}}
+    text = render_markdown({"task": "causal_lm", "model": "zoo:tiny_llama", "dataset": "pydocs", "device": "cpu",
+                            "steps": [step], "variants": []})
+    header = next(line for line in text.splitlines() if line.startswith("| # |"))
+    assert "perplexity" in header and "accuracy |" not in header.replace("token_accuracy", "")
+    assert "41.50" in text and "812.00" in text

@@ -45,8 +45,10 @@ def write_report(out: Path, header: dict[str, Any], steps: list[dict[str, Any]],
 def _fmt(key: str, value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    if key == "accuracy":
+    if key in ("accuracy", "token_accuracy"):
         return f"{value:.4f}"
+    if key in ("perplexity", "decode_tokens_per_s"):
+        return f"{value:.2f}"
     if key in ("latency_ms", "latency_torch_ms", "loss"):
         return f"{value:.3f}"
     if key == "size_bytes":
@@ -76,16 +78,24 @@ def _speedup_cell(step: dict[str, Any], metrics_of: dict[str, dict[str, Any]]) -
     return speedup_readout(m, metrics_of.get(parent) if parent else None, parent).text
 
 
+def columns_for(task: str | None) -> tuple[str, ...]:
+    """The table's figures: a language model's headline is perplexity (with decode speed), not accuracy."""
+    if task == "causal_lm":
+        return ("perplexity", "token_accuracy", *COLUMNS[1:], "decode_tokens_per_s")
+    return COLUMNS
+
+
 def render_markdown(report: dict[str, Any]) -> str:
+    columns = columns_for(report.get("task"))
     lines = ["# Workbench report", "", f"- model: `{report.get('model')}`", f"- dataset: `{report.get('dataset')}`",
              f"- device: `{report.get('device')}`", "", "## Steps", "",
-             "| # | job | variant | parent | status | seconds | " + " | ".join(COLUMNS) + " | speed-up vs parent |",
-             "|" + "---|" * (7 + len(COLUMNS))]
+             "| # | job | variant | parent | status | seconds | " + " | ".join(columns) + " | speed-up vs parent |",
+             "|" + "---|" * (7 + len(columns))]
     metrics_of = {v["id"]: v.get("metrics", {}) for v in report.get("variants", [])}
     for i, s in enumerate(report["steps"], 1):
         m = s.get("metrics", {})
         cells = [str(i), s["job"], str(s.get("variant") or "-"), str(s.get("parent") or "-"), s["status"],
-                 f"{s.get('seconds', 0):.1f}"] + [_cell(k, m) for k in COLUMNS] + [_speedup_cell(s, metrics_of)]
+                 f"{s.get('seconds', 0):.1f}"] + [_cell(k, m) for k in columns] + [_speedup_cell(s, metrics_of)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Latencies in ms, ± half their 95% interval. Speed-up: the parent's latency over the variant's, "
                   "measured paired (alternating runs), with its 95% interval; \"no measurable change\" when within "
