@@ -68,14 +68,14 @@ class OptimizeJob(Job):
         stages = S.Stages(ctx, model, ctx.seed)
         ctx.info(f"optimize: {goal.words()} within {self.budget_s:g} s; input {quality} {goal.base_quality:.4f}")
 
-        def save(record: TrialRecord, trial_model: Any) -> str | None:
+        def save(record: TrialRecord, trial_model: Any) -> dict[str, Any]:
             ctx.check_cancelled()
             saved = ctx.save_variant(
                 trial_model, params={"recipe": S.describe(record.recipe), **record.recipe, "trial": record.number},
                 marks=[f"optimize trial {record.number}"],
                 result={"recipe": record.recipe, "steps": [s.__dict__ for s in plan(record.recipe)],
                         "search_figures": record.as_dict(goal)})
-            return saved["id"]
+            return saved
 
         search = Search(ctx, goal, space, stages, plan, budget_s=self.budget_s, trials=self.trials, seed=self.seed,
                         sampler=self.sampler, stop_at_target=self.stop_at_target, on_front=save)
