@@ -40,7 +40,8 @@ def run_and_save(bench: Bench, variant: str, **params: object) -> tuple[torch.nn
 
     job = PruneJob(**params)
     handle = RunHandle(1, JobRequest("prune", dict(params), variant, "cpu", 0))
-    ctx = bench.session.make_context(handle, PruneJob, variant, "cpu", lambda event: None, 0)
+    ctx = bench.session.make_context(handle.run_id, handle.cancel_event, PruneJob, variant, "cpu",
+                                     lambda event: None, 0)
     try:
         model = job.run(ctx)
         saved = bench.session.save_result(model, ctx, job, variant, "cpu")
