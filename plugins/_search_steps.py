@@ -20,7 +20,7 @@ from torch import nn
 from workbench.plugin import InputError, JobContext, is_onnx
 
 #: sensitivity curves for the search's per-layer allocation: coarse, since they are measured once per search
-SENSITIVITY_RATIOS = ("0.25", "0.5", "0.75")
+SENSITIVITY_RATIOS = ("0.25", "0.5", "0.75", "0.9")  # up to above the search's largest amount (0.85)
 FINETUNE = {"batch_size": 32, "schedule": "cosine"}
 QUANTIZE_CANDIDATES = 2  # the two formats that usually win on x86 (uint8 QDQ, per-channel or not): time is short
 DISTILL = {"temperature": 4.0, "alpha": 0.7}

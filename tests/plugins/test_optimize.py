@@ -11,6 +11,7 @@ from workbench.core.execution.runner import JobRequest
 from workbench.core.jobs.events import METRIC
 from workbench.core.pipeline import load_pipeline_file
 from workbench.core.workspace.store import Workspace
+from workbench.plugin import Job
 from workbench_plugins._search import Goal, TrialRecord, choose_best, confident, met, pareto_front
 
 MODEL = "zoo:mlp:hidden=32"
@@ -168,3 +169,32 @@ def test_distill_into_the_input_model_keeps_its_shape(make_session, runner_for):
     assert session.workspace.variant(out.variant).result["teachers"] == [root]
     bad = runner.run(JobRequest("distill", {"student": "input", "epochs": 1}, small.variant, "cpu", 0))
     assert bad.status == "failed" and bad.bad_input and "teachers" in bad.error
+
+
+class _StagesProbe(Job):
+    """Builds one recipe twice through the search's cache, with the sensitivity allocation at the largest amount."""
+
+    name = "test_optimize_stages"
+    needs_torch_model = True
+
+    def run(self, ctx):
+        from workbench_plugins import _search_steps as S
+
+        recipe = {"amount": 0.85, "allocation": "sensitivity", "epochs": 1, "tune": "train"}
+        steps = S.plan(recipe, teacher=None, lr=0.005, max_drop=0.01, language_model=False, has_batchnorm=False)
+        stages = S.Stages(ctx, ctx.model, ctx.seed)
+        first = stages.build(steps)
+        runs = stages.runs
+        again = stages.build(steps[:1])  # the pruned model before fine-tuning, from the cache
+        ctx.result.update(jobs=[s.job for s in steps], runs=[runs, stages.runs], same=stages.build(steps) is first,
+                          pruned_params=sum(p.numel() for p in again.parameters()))
+        return first
+
+
+def test_recipes_share_cached_steps_and_sensitivity_reaches_the_largest_amount(workbench_run_job):
+    run = workbench_run_job(_StagesProbe, model=MODEL, dataset=DATASET)
+    assert run.outcome.status == "ok", run.outcome.error
+    result = run.outcome.result
+    assert result["jobs"] == ["prune", "train"] and result["runs"] == [2, 2] and result["same"]
+    root_params = run.session.workspace.variant(run.outcome.input_variant).metrics["params"]
+    assert result["pruned_params"] == run.outcome.metrics["params"] < root_params / 2
