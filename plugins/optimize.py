@@ -138,6 +138,10 @@ class OptimizeJob(Job):
         ctx.result["pipeline"] = text
         if root is not None:
             path = root / f"optimize-{ctx.run_id}.toml"
+            extra = 2
+            while path.exists():  # run ids restart with each batch run: never overwrite an earlier search's file
+                path = root / f"optimize-{ctx.run_id}-{extra}.toml"
+                extra += 1
             try:
                 path.write_text(text, encoding="utf-8")
                 ctx.result["pipeline_file"] = str(path)
