@@ -341,6 +341,9 @@ class TrainLoop:
     def _epoch(self, epoch: int) -> tuple[float, float, int]:
         ctx, s = self.ctx, self.s
         self.net.train()
+        # augmentation and dropout draw from the seed and the epoch, like the shuffling: what ran before (a model
+        # built then loaded, another job of a search) does not change the result, so a pipeline replays a run
+        torch.manual_seed(ctx.seed + epoch)
         if self.dist is not None:
             loader = self.dist.train_loader(ctx.data, self.batch_size, ctx.seed, epoch)
         else:
