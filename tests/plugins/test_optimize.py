@@ -85,7 +85,7 @@ def test_a_budget_of_seconds_returns_the_best_so_far_with_a_message(workbench_ru
                             dataset=DATASET)
     assert run.outcome.status == "ok", run.outcome.error
     result = run.outcome.result
-    assert 1 <= sum(t["status"] == "ok" for t in result["trials"]) <= 2
+    assert sum(t["status"] == "ok" for t in result["trials"]) >= 1  # how many fit in 1 s depends on the machine
     assert "budget" in result["stopped"]
     warnings = [e.data["message"] for e in run.events_of("log") if e.data["level"] == "warning"]
     assert any("target not reached" in w and "budget" in w for w in warnings)
