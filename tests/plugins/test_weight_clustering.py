@@ -58,7 +58,7 @@ def test_selected_layers_only_and_unknown_layers_refused(clustering, workbench_r
 
 @pytest.mark.slow
 def test_16_clusters_keep_seed_cnn_accuracy_within_a_point(clustering, workbench_run_job):
-    trained = workbench_run_job("train", {"epochs": 8}, model="zoo:seed_cnn", dataset="digits")
+    trained = workbench_run_job("train", {"epochs": 12}, model="zoo:seed_cnn", dataset="digits")
     assert trained.outcome.status == "ok", trained.outcome.error
     run = workbench_run_job(clustering.WeightClusteringJob, {"clusters": 16}, after=trained)
     assert run.outcome.status == "ok", run.outcome.error
