@@ -77,3 +77,29 @@ def test_a_corrupt_database_is_an_input_error(tmp_path):
     (tmp_path / "workspace.sqlite").write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(InputError):
         Workspace(tmp_path)
+
+
+def test_recovery_keeps_a_live_writers_folder_and_removes_a_dead_or_zombie_ones(tmp_path):
+    """A worker still writing keeps its folder; one that died (even unreaped, a zombie) loses it on the next open."""
+    import subprocess
+    import sys
+    import time
+
+    ws = Workspace(tmp_path)
+    ws.close()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 30
+        while open(f"/proc/{zombie.pid}/stat").read().rpartition(")")[2].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        for pid in (live.pid, zombie.pid):
+            (tmp_path / "variants" / f".tmp-v0001-{pid}-abcd1234").mkdir()
+        Workspace(tmp_path).close()
+        left = sorted(p.name for p in (tmp_path / "variants").iterdir())
+        assert left == [f".tmp-v0001-{live.pid}-abcd1234"]
+    finally:
+        live.kill()
+        live.wait()
+        zombie.wait()

@@ -67,6 +67,34 @@ def _epoch_at_least(ws: Path, n: int) -> Callable[[], bool]:
     return ready
 
 
+def _children(pid: int) -> list[int]:
+    """The batch's worker processes (Linux /proc), which notice their parent's death and exit on their own."""
+    found: list[int] = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 1 and fields[1] == str(pid):
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _wait_gone(pids: list[int], timeout: float = 30.0) -> None:
+    """Until every pid has exited (a zombie counts: it no longer writes); fails if a worker outlives its parent."""
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while True:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+            except (OSError, IndexError):
+                break
+            if state in ("Z", "X"):
+                break
+            assert time.monotonic() < deadline, f"worker {pid} still runs {timeout:.0f} s after its batch was killed"
+            time.sleep(0.02)
+
+
 def _run_and_kill(args: list[str], cwd: Path, ready: Callable[[], bool], delay: float) -> bool:
     """Start the batch, wait for ``ready``, sleep ``delay``, SIGKILL. False when it finished before the kill."""
     proc = subprocess.Popen([EXE, *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -80,8 +108,10 @@ def _run_and_kill(args: list[str], cwd: Path, ready: Callable[[], bool], delay: 
         if proc.poll() is not None:
             assert proc.returncode == 0, proc.stderr.read().decode()
             return False
+        workers = _children(proc.pid)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
+        _wait_gone(workers)
         return True
     finally:
         if proc.poll() is None:

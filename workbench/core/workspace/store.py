@@ -286,4 +286,13 @@ def _writer_alive(tmp_name: str) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """A killed worker whose parent died too stays a zombie until init reaps it; it writes nothing any more."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # not Linux, or gone in between: os.kill said it was there
+    return stat.rpartition(")")[2].split()[:1] in (["Z"], ["X"])
