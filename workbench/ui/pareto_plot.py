@@ -1,4 +1,5 @@
-"""The compare view: accuracy against latency (or size) for every variant, with the Pareto front marked.
+"""The compare view: accuracy (perplexity for a language model) against latency, size or, for language models,
+decode speed, for every variant, with the Pareto front marked.
 
 On the latency axis each point carries a horizontal error bar: the 95% interval of its latency
 (``latency_ms_ci``), so two points whose bars overlap are not told apart by the plot either.
@@ -17,7 +18,14 @@ from workbench.core.figures import interval
 from workbench.core.report import pareto_front
 
 AXES = {"latency": ("latency_ms", "latency (ms, onnxruntime; bars: 95% interval)"),
-        "size": ("size_bytes", "size (KB, ONNX)")}
+        "size": ("size_bytes", "size (KB, ONNX)"),
+        "decode": ("decode_tokens_per_s", "decode speed (tokens/s, PyTorch with a KV cache; higher is better)")}
+HIGHER_IS_BETTER = {"decode"}  # on these axes the front runs towards larger values
+
+
+def is_language_model_workspace(variants: list[Any]) -> bool:
+    """Ranked by perplexity (lower is better) rather than accuracy."""
+    return any(v.metrics.get("accuracy") is None and v.metrics.get("perplexity") is not None for v in variants)
 
 
 class ParetoPlot(pg.PlotWidget):
@@ -58,7 +66,7 @@ class ParetoPlot(pg.PlotWidget):
         key = AXES[self.axis][0]
         scale = 1 / 1024 if self.axis == "size" else 1.0
         # a language model's workspace ranks by perplexity (lower is better); a classifier's by accuracy
-        lm = any(v.metrics.get("accuracy") is None and v.metrics.get("perplexity") is not None for v in variants)
+        lm = is_language_model_workspace(variants)
         quality, factor = ("perplexity", 1.0) if lm else ("accuracy", 100.0)
         self.setLabel("left", "perplexity (lower is better)" if lm else "accuracy (%)")
         self.points = [(v.id, factor * v.metrics[quality], v.metrics[key] * scale) for v in variants
@@ -69,7 +77,8 @@ class ParetoPlot(pg.PlotWidget):
                 ci = interval(v.metrics.get("latency_ms_ci"))
                 if ci is not None:
                     self.intervals[v.id] = ci
-        front_idx = pareto_front([(-q if lm else q, cost) for _id, q, cost in self.points])
+        sign = -1.0 if self.axis in HIGHER_IS_BETTER else 1.0
+        front_idx = pareto_front([(-q if lm else q, sign * cost) for _id, q, cost in self.points])
         self.front = [self.points[i][0] for i in front_idx]
         self._draw()
 
@@ -91,7 +100,7 @@ class ParetoPlot(pg.PlotWidget):
             x=np.array([b[0] for b in bars], dtype=float), y=np.array([b[1] for b in bars], dtype=float),
             left=np.array([max(b[0] - b[2][0], 0.0) for b in bars], dtype=float),
             right=np.array([max(b[2][1] - b[0], 0.0) for b in bars], dtype=float))
-        front = sorted((cost, acc) for vid, acc, cost in self.points if vid in self.front)
+        front = sorted((cost, acc) for vid, acc, cost in self.points if vid in self.front)  # pareto_front's order
         self.front_line.setData([c for c, _a in front], [a for _c, a in front])
         for label in self.labels:
             self.removeItem(label)
@@ -120,7 +129,8 @@ class ComparePanel(QWidget):
         super().__init__(parent)
         layout = QVBoxLayout(self)
         bar = QHBoxLayout()
-        bar.addWidget(QLabel("Accuracy against"))
+        self.quality_label = QLabel("Accuracy against")
+        bar.addWidget(self.quality_label)
         self.axis = QComboBox()
         self.axis.setObjectName("paretoAxis")
         self.axis.addItem("latency", "latency")
@@ -140,6 +150,15 @@ class ComparePanel(QWidget):
         self._summarize()
 
     def set_variants(self, variants: list[Any]) -> None:
+        lm = is_language_model_workspace(variants)
+        self.quality_label.setText("Perplexity against" if lm else "Accuracy against")
+        has_decode = self.axis.findData("decode") >= 0
+        if lm and not has_decode:
+            self.axis.addItem("decode speed", "decode")
+        elif not lm and has_decode:
+            if self.axis.currentData() == "decode":
+                self.axis.setCurrentIndex(0)
+            self.axis.removeItem(self.axis.findData("decode"))
         self.plot.set_variants(variants)
         self._summarize()
 
