@@ -12,6 +12,7 @@ BUILTIN_JOBS = {
     "prune_sensitivity": "workbench_plugins.prune_sensitivity:PruneSensitivityJob",
     "quantize": "workbench_plugins.quantize:QuantizeJob",
     "distill": "workbench_plugins.distill:DistillJob",
+    "drop_layers": "workbench_plugins.drop_layers:DropLayersJob",
     "fuse": "workbench_plugins.fuse:FuseJob",
     "generate": "workbench_plugins.generate:GenerateJob",
     "optimize": "workbench_plugins.optimize:OptimizeJob",
