@@ -15,7 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from workbench.core.lm import is_language_model
 from workbench.plugin import InputError, Job, JobContext, JobFailed, Param, ensure_supported
+from workbench_plugins import _lm_prune as LM
 from workbench_plugins import _pruning as P
 from workbench_plugins._training import TrainLoop, TrainSettings, check_fits
 
@@ -33,8 +35,10 @@ class PruneJob(Job):
                    "weights (unstructured: sparse, no dense speed-up); optional prune-then-fine-tune cycles.")
     needs_torch_model = True
 
-    method: Literal["structured", "l1_unstructured", "random_unstructured", "global_magnitude"] = Param(
-        "structured", help="structured removes channels; the others zero single weights (no dense speed-up)")
+    method: Literal["structured", "l1_unstructured", "random_unstructured", "global_magnitude", "wanda",
+                    "sparsegpt"] = Param(
+        "structured", help="structured removes channels; the others zero single weights (no dense speed-up); "
+                           "wanda and sparsegpt are one-shot, calibrated, for language models")
     amount: float = Param(0.5, min=0.0, max=0.95, help="fraction of channels (structured) or weights to remove")
     importance: Literal["l1", "l2", "taylor", "bn_scale"] = Param(
         "l1", help="channel ranking: weight norm, loss gradient x weight, or BatchNorm scale (structured)")
@@ -52,15 +56,55 @@ class PruneJob(Job):
     ratios: list[str] = Param(list(P.DEFAULT_RATIOS), help="ratios measured for allocation=sensitivity",
                               advanced=True)
 
+    pattern: Literal["unstructured", "2:4", "4:8"] = Param(
+        "unstructured", help="language models: N:M zeros N of every M consecutive input weights (amount 0.5)")
+    calibration: int = Param(32, min=0, max=100000,
+                             help="language models: train-split sequences for wanda/sparsegpt statistics")
+    prune_head: bool = Param(True, help="language models: prune lm_head too (embeddings never are)",
+                             advanced=True)
+
     def run(self, ctx: JobContext) -> nn.Module:
         ensure_supported(self.name, ctx.data.info)  # a language model: one line saying why not
         model = ctx.model
         check_fits(model, ctx)
         if self.amount <= 0.0:
             raise InputError("amount must be greater than 0 (the fraction of channels or weights to remove)")
+        if is_language_model(model):
+            return self._language_model(ctx, model)
+        if self.method in ("wanda", "sparsegpt"):
+            raise InputError(f"method={self.method} is written for language models (decoder blocks, calibration "
+                             "activations); on this model use l1_unstructured or structured")
+        if self.pattern != "unstructured":
+            raise InputError("pattern N:M is implemented for language models only; on this model use "
+                             "pattern=unstructured")
         if self.method == "structured":
             return self._structured(ctx, model)
         return self._unstructured(ctx, model)
+
+    # language models ------------------------------------------------------------------------------------------------
+    def _language_model(self, ctx: JobContext, model: nn.Module) -> nn.Module:
+        """One-shot magnitude / Wanda / SparseGPT, block by block (plugins/_lm_prune.py)."""
+        if self.method == "structured":
+            raise InputError("prune method=structured does not take a language model yet (attention-head and MLP "
+                             "channel removal is not implemented); use method=wanda|sparsegpt|l1_unstructured or "
+                             "drop_layers")
+        if self.steps != 1 or self.finetune_epochs:
+            raise InputError("prune on a language model is one-shot: steps must be 1 and finetune_epochs 0 "
+                             "(fine-tune with a train step afterwards)")
+        sparsity = LM.prune_language_model(ctx, model, self.method, self.amount, self.pattern, self.calibration,
+                                           self.prune_head)
+        total = sum(p.numel() for p in model.parameters())
+        zeros = total - sum(int(torch.count_nonzero(p)) for p in model.parameters())
+        ctx.mark(SPARSE_MARK if self.pattern == "unstructured" else f"{self.pattern} sparse")
+        ctx.result.update({
+            "method": self.method, "pattern": self.pattern, "calibration": self.calibration,
+            "amount": self.amount, "layer_sparsity": {n: round(v, 4) for n, v in sparsity.items()},
+            "model_sparsity": round(zeros / max(total, 1), 4), "pruned_tensors": len(sparsity),
+            "not_pruned": "input embeddings" + ("" if "lm_head" in sparsity else ", lm_head"),
+            "note": SPARSE_NOTE,
+        })
+        ctx.warn(SPARSE_NOTE)
+        return model
 
     # structured -------------------------------------------------------------------------------------------------
     def _structured(self, ctx: JobContext, model: nn.Module) -> nn.Module:
