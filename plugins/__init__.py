@@ -11,6 +11,7 @@ BUILTIN_JOBS = {
     "prune": "workbench_plugins.prune:PruneJob",
     "prune_sensitivity": "workbench_plugins.prune_sensitivity:PruneSensitivityJob",
     "quantize": "workbench_plugins.quantize:QuantizeJob",
+    "quantize_weights": "workbench_plugins.quantize_weights:QuantizeWeightsJob",
     "distill": "workbench_plugins.distill:DistillJob",
     "drop_layers": "workbench_plugins.drop_layers:DropLayersJob",
     "fuse": "workbench_plugins.fuse:FuseJob",
