@@ -7,8 +7,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from workbench.plugin import InputError, JobContext, Param, ensure_supported, is_onnx
+from workbench.plugin import InputError, JobContext, Param, ensure_supported, is_onnx, task_of
 from workbench_plugins._distillation import FeatureHints, kd_loss, parse_hints, teacher_logits
+from workbench_plugins._lm_distill import distill_language_model, is_lm
 from workbench_plugins._training import TrainingJob, TrainLoop, check_fits, check_launched, random_affine
 
 
@@ -32,18 +33,27 @@ class DistillJob(TrainingJob):
     student: str = Param("zoo:seed_cnn:width=0.25", help="the student: a zoo spec (zoo:NAME:k=v), a variant id, "
                          "or input (the input variant itself, e.g. a pruned model, learns from the teachers)")
     teachers: list[str] = Param([], help="teacher variant ids (default: the input variant; several = ensemble)")
-    temperature: float = Param(2.0, min=0.05, max=100.0, help="softmax temperature T of the soft targets")
-    alpha: float = Param(0.5, min=0.0, max=1.0, help="weight of the soft-target loss (1 - alpha for labels)")
+    temperature: float = Param(2.0, min=0.05, max=100.0, help="softmax temperature T of the soft targets "
+                               "(a language model: 1 unless given)")
+    alpha: float = Param(0.5, min=0.0, max=1.0, help="weight of the soft-target loss, 1 - alpha for labels "
+                         "(a language model: 0.9 unless given)")
     hints: list[str] = Param([], help="feature distillation pairs student_layer:teacher_layer")
     hint_weight: float = Param(1.0, min=0.0, max=1e4, help="weight of the feature-hint loss", advanced=True)
     # a small student gains most from many small steps on soft targets (see docs/DISTILL_FUSE.md)
-    batch_size: int = Param(8, min=1, max=65536, help="samples per step")
-    lr: float = Param(1e-2, min=0.0, max=1e6, help="learning rate (higher than train's: soft targets are smooth)")
+    batch_size: int = Param(8, min=1, max=65536, help="samples per step (a language model: 32 unless given)")
+    lr: float = Param(1e-2, min=0.0, max=1e6, help="learning rate (higher than train's: soft targets are smooth; "
+                      "a language model: train's 2e-3 unless given)")
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.given = frozenset(params)  # what the user set: a language model has other defaults for the rest
 
     def run(self, ctx: JobContext) -> nn.Module:
-        ensure_supported(self.name, ctx.data.info)  # a language model: one line saying why not
+        ensure_supported(self.name, ctx.data.info)
         check_launched(self.processes, ctx)
         teachers = self._teachers(ctx)
+        if any(is_lm(t) for t in teachers) or task_of(ctx.data.info).name == "causal_lm":
+            return distill_language_model(self, ctx, teachers)  # token-level KL: workbench_plugins._lm_distill
         for teacher in teachers:
             teacher.eval()
             if isinstance(teacher, nn.Module):
