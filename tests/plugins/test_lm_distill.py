@@ -1,5 +1,6 @@
 """``distill`` on a language model: token-level KL to a trained teacher brings the student closer to it than the same
-student trained alone for the same steps, and beats it on perplexity; a vocabulary mismatch and hints refuse."""
+student trained alone for the same steps, and beats it on perplexity; hidden-state hints train
+through a projection; a vocabulary mismatch and bad hints refuse."""
 
 from __future__ import annotations
 
@@ -64,8 +65,38 @@ def test_vocabulary_mismatch_and_hints_refuse(setup):
         DistillJob(student=STUDENT, max_steps=1).run(job_context(other, data, tmp, "distill"))
     assert "\n" not in str(err.value)
     ctx = job_context(teacher, data, tmp, "distill")
-    with pytest.raises(InputError, match="hints are not supported for language models"):
+    with pytest.raises(InputError, match="decoder-block indices"):
         DistillJob(student=STUDENT, hints=["a:b"], max_steps=1).run(ctx)
+    with pytest.raises(InputError, match="the student has 1 decoder blocks, no block 3"):
+        DistillJob(student=STUDENT, hints=["3:1"], max_steps=1).run(job_context(teacher, data, tmp, "distill"))
+
+
+def test_hidden_state_hints_train_a_projection_and_leave_no_hooks(setup):
+    """Student width 32, teacher 48: the hint goes through a learned projection; the saved student has no hooks."""
+    data, teacher, tmp = setup
+    from workbench_plugins._lm_distill import BlockHints
+
+    torch.manual_seed(0)
+    student = load_model(STUDENT, data.info)
+    x = data.example_batch(4)
+    hints = BlockHints(student, teacher, [(0, 1)], x)
+    assert isinstance(hints.adapters[0], torch.nn.Linear) and hints.adapters[0].weight.shape == (48, 32)
+    teacher(x), student(x)
+    before = float(hints.loss())
+    opt = torch.optim.Adam(list(student.parameters()) + list(hints.adapters.parameters()), lr=1e-2)
+    for _ in range(30):
+        with torch.no_grad():
+            teacher(x)
+        student(x)
+        loss = hints.loss()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.5 * before
+    hints.remove()
+    ctx = job_context(teacher, data, tmp, "distill")
+    out = DistillJob(student=STUDENT, hints=["0:-1"], hint_weight=0.5, max_steps=3, batch_size=8).run(ctx)
+    assert not any(m._forward_hooks for m in out.modules()) and not any(m._forward_hooks for m in teacher.modules())
 
 
 def test_distill_runs_through_the_runner(tmp_path, monkeypatch):
@@ -74,8 +105,9 @@ def test_distill_runs_through_the_runner(tmp_path, monkeypatch):
     try:
         bench.session.bench_batch = 1
         root = bench.add(STUDENT)
-        out = bench.ok("distill", root, student=STUDENT, max_steps=3, batch_size=8)
+        out = bench.ok("distill", root, student=STUDENT, max_steps=3, batch_size=4, lr=3e-3)
         assert "perplexity" in bench.session.workspace.variant(out.variant).metrics
         assert out.result["teachers"] == [root] and out.result["teacher_perplexity"] > 1
+        assert out.result["lr"] == 3e-3 and out.result["batch_size"] == 4  # chosen values beat the LM defaults
     finally:
         bench.close()
