@@ -88,3 +88,16 @@ def test_refusals(corpus, tmp_path):
     mlp = load_model("zoo:mlp:hidden=16", digits.info)
     with pytest.raises(InputError, match="needs a decoder language model"):
         DropLayersJob().run(job_context(mlp, digits, tmp_path, job_name="drop_layers"))
+
+
+def test_shipped_drop_then_distill_pipeline_is_valid():
+    """The Minitron-style pipeline file parses and every step's parameters are valid for its job (the whole
+    pipeline was run by hand on a tiny model: see /work/notes/drop_distill.md)."""
+    from pathlib import Path
+
+    from workbench.core.pipeline import load_pipeline_file, validate_steps
+
+    pipe = load_pipeline_file(Path(__file__).parents[2] / "resources/pipelines/llm_drop_then_distill.toml")
+    assert [s.job for s in pipe.steps] == ["train", "drop_layers", "distill"]
+    typed = validate_steps(pipe.steps)
+    assert typed[1]["criterion"] == "influence" and typed[2]["student"] == "input" and typed[2]["teachers"] == ["v0002"]
