@@ -44,10 +44,6 @@ class DistillJob(TrainingJob):
     lr: float = Param(1e-2, min=0.0, max=1e6, help="learning rate (higher than train's: soft targets are smooth; "
                       "a language model: train's 2e-3 unless given)")
 
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        self.given = frozenset(params)  # what the user set: a language model has other defaults for the rest
-
     def run(self, ctx: JobContext) -> nn.Module:
         ensure_supported(self.name, ctx.data.info)
         check_launched(self.processes, ctx)
