@@ -171,7 +171,7 @@ def quantize(src: Path | str, dst: Path | str, settings: Settings, calibration: 
     # GPTQ takes its group size and scheme from the quantizer's own arguments (block_size, is_symmetric)
     quantizer = MatMulNBitsQuantizer(model, bits=s.bits, block_size=s.group_size, is_symmetric=s.symmetric,
                                      accuracy_level=level, algo_config=config)
-    with _listening(on_node, on_step):
+    with _listening(on_node, on_step), _odd_block_zero_points():
         quantizer.process()
         out = quantizer.model.model
         embedding_note = "kept float (embeddings=false)"
@@ -216,3 +216,37 @@ def _quantize_gather(model: object, s: Settings, on_node: Callable[[str], None] 
         text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
         return model, f"kept float: onnxruntime could not quantize the Gather ({type(exc).__name__}: {text})"
     return out, f"GatherBlockQuantized, {bits}-bit RTN, block {s.group_size}"
+
+
+@contextlib.contextmanager
+def _odd_block_zero_points() -> Iterator[None]:
+    """Work around a packing bug in the neural-compressor GPTQ code onnxruntime ships (1.31): with asymmetric
+    4-bit weights it packs the zero points of all rows as one stream, so a layer whose input size gives an odd
+    number of groups (352 inputs, group 32: 11 groups) fails with "cannot reshape array of size 704 into shape
+    (128,newaxis)". MatMulNBits wants each row's zero points packed on their own, padded to a whole byte, which
+    is what this does; the GPTQ itself is the library's, untouched."""
+    import onnx
+    from onnxruntime.quantization.neural_compressor import weight_only as wo
+
+    original = wo.make_matmul_weight_only_node
+
+    def make_node(node, weight_shape, num_bits, group_size, k_blocks, q_weight, scale, zero_point,  # noqa: ANN001
+                  accuracy_level=0):  # noqa: ANN001
+        if zero_point is None or num_bits != 4 or k_blocks % 2 == 0:
+            return original(node, weight_shape, num_bits, group_size, k_blocks, q_weight, scale, zero_point,
+                            accuracy_level)
+        q_node, inits = original(node, weight_shape, num_bits, group_size, k_blocks, q_weight, scale, None,
+                                 accuracy_level)
+        zp = np.asarray(zero_point).astype(np.uint8).reshape(-1, k_blocks)
+        zp = np.concatenate([zp, np.full((zp.shape[0], 1), 8, np.uint8)], axis=1)  # pad to an even count
+        packed = (zp[:, ::2] | (zp[:, 1::2] << 4)).astype(np.uint8)
+        tensor = onnx.helper.make_tensor(node.input[1] + "_zp", onnx.TensorProto.UINT8, packed.shape,
+                                         packed.tobytes(), raw=True)
+        q_node.input.append(tensor.name)
+        return q_node, [*inits, tensor]
+
+    wo.make_matmul_weight_only_node = make_node
+    try:
+        yield
+    finally:
+        wo.make_matmul_weight_only_node = original
