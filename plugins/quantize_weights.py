@@ -59,6 +59,7 @@ class QuantizeWeightsJob(Job):
         if reason:
             raise InputError(f"quantize_weights: {reason}")
         work = Path(ctx.workdir)
+        work.mkdir(parents=True, exist_ok=True)
         fp32 = self._fp32_onnx(ctx, work)
         ctx.check_cancelled()
         found = lq.quantizable(fp32)

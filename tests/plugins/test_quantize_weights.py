@@ -15,7 +15,7 @@ from tests.plugins.helpers import Bench, job_context
 from workbench.core.data import load_dataset
 from workbench.core.models import load_model
 from workbench.core.variants.lifecycle import load_variant
-from workbench.plugin import Cancelled, InputError, is_onnx, task_of
+from workbench.plugin import Cancelled, InputError, OnnxModel, is_onnx, task_of
 from workbench_plugins import _lm_quant as lq
 from workbench_plugins.quantize_weights import QuantizeWeightsJob
 
@@ -41,7 +41,9 @@ def lm(tmp_path_factory):
         if step == 40:
             break
     model.eval()
-    yield model, data, root
+    example = task.bench_input(data, 1)
+    fp32 = OnnxModel(task.export_onnx(model, example, root / "fp32.onnx", verify_batches=[example]).path, "cpu")
+    yield fp32, data, task.evaluate(model, data, "test")["perplexity"]  # the ONNX input is exported only once
     mp.undo()
 
 
@@ -53,8 +55,7 @@ def _quantize(lm, tmp_path, **params):
 
 
 def _fp32_perplexity(lm):
-    model, data, _ = lm
-    return task_of(data.info).evaluate(model, data, "test")["perplexity"]
+    return lm[2]
 
 
 def test_rtn_int4_makes_matmulnbits_smaller_and_close(lm, tmp_path):
