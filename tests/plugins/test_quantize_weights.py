@@ -83,6 +83,7 @@ def test_gptq_calibrates_and_is_no_worse_than_rtn_int8_is_closer(lm, tmp_path):
     assert hqq <= 1.3 * fp
 
 
+@pytest.mark.slow
 def test_through_the_runner_the_variant_is_measured_and_reloads(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     bench = Bench(tmp_path / "ws", f"text:{make_corpus(tmp_path / 'corpus.txt', lines=300)}:seq_len=16,vocab=300")
