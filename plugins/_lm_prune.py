@@ -129,11 +129,12 @@ def wanda_prune(layer: nn.Linear, sq_norm: torch.Tensor, amount: float, nm: tupl
 
 
 def sparsegpt_prune(layer: nn.Linear, hessian: torch.Tensor, amount: float, nm: tuple[int, int] | None,
-                    blocksize: int = SPARSEGPT_BLOCK, percdamp: float = SPARSEGPT_DAMP) -> None:
+                    blocksize: int = SPARSEGPT_BLOCK, percdamp: float = SPARSEGPT_DAMP) -> float:
     """SparseGPT (Frantar & Alistarh 2023), after IST-DASLab/sparsegpt's ``fasterprune``: columns are pruned left
     to right in blocks, each pruned weight's error is spread over the columns not yet visited through the inverse
     Hessian's Cholesky factor (OBS updates), the mask chosen per block by w^2 / [H^-1]_jj^2."""
     w = layer.weight.data.clone().float()
+    w0 = w.clone()
     h = hessian.clone().float()
     cols = w.shape[1]
     dead = torch.diag(h) == 0
@@ -172,6 +173,16 @@ def sparsegpt_prune(layer: nn.Linear, hessian: torch.Tensor, amount: float, nm: 
         w[:, i1:i2] = q1
         w[:, i2:] -= err1.matmul(hinv[i1:i2, i2:])
     layer.weight.data.copy_(w.to(layer.weight.dtype))
+    return relative_error(w0, w, hessian)
+
+
+def relative_error(before: torch.Tensor, after: torch.Tensor, hessian: torch.Tensor) -> float:
+    """||(W - W') X||^2 / ||W X||^2 on the calibration inputs, from their Hessian (X X^T, up to a scale)."""
+    h = hessian.float()
+    d = before - after
+    num = float(torch.einsum("ij,jk,ik->", d, h, d))
+    den = float(torch.einsum("ij,jk,ik->", before, h, before))
+    return num / den if den > 0 else 0.0
 
 
 # statistics ---------------------------------------------------------------------------------------------------------
@@ -238,22 +249,25 @@ def capture_inputs(ctx: JobContext, model: Any, calibration: int, batch: int = 8
 
 
 def _prune_group(named: list[tuple[str, nn.Linear]], stats: dict[str, _Stats] | None, method: str, amount: float,
-                 nm: tuple[int, int] | None, per_row: bool = True) -> dict[str, float]:
-    sparsity = {}
+                 nm: tuple[int, int] | None, per_row: bool = True) -> dict[str, dict[str, float]]:
+    """Prune each layer; per layer its sparsity and, for SparseGPT, the relative reconstruction error."""
+    rows = {}
     for name, layer in named:
+        row: dict[str, float] = {}
         if method == "l1_unstructured":
             magnitude_prune(layer, amount, nm)
         elif method == "wanda":
             wanda_prune(layer, stats[name].value, amount, nm, per_row)
         else:
-            sparsegpt_prune(layer, stats[name].value, amount, nm)
-        sparsity[name] = float((layer.weight == 0).float().mean())
-    return sparsity
+            row["rel_error"] = round(sparsegpt_prune(layer, stats[name].value, amount, nm), 6)
+        rows[name] = {"sparsity": round(float((layer.weight == 0).float().mean()), 4), **row}
+    return rows
 
 
 def prune_language_model(ctx: JobContext, model: Any, method: str, amount: float, pattern: str, calibration: int,
-                         prune_head: bool) -> dict[str, Any]:
-    """Prune every block's Linears (and the head) in place, block by block; returns the per-layer sparsity."""
+                         prune_head: bool) -> dict[str, dict[str, float]]:
+    """Prune every block's Linears (and the head) in place, block by block; returns per layer its sparsity (and
+    SparseGPT's relative reconstruction error)."""
     nm = check_settings(method, pattern, amount, calibration)
     blocks, head = targets_of(model, prune_head)
     check_widths(blocks, head, nm)
@@ -261,7 +275,7 @@ def prune_language_model(ctx: JobContext, model: Any, method: str, amount: float
     needs_data = method != "l1_unstructured"
     was_training = hf.training
     hf.eval()
-    sparsity: dict[str, float] = {}
+    sparsity: dict[str, dict[str, float]] = {}
     total = len(blocks) + (head is not None)
     try:
         with torch.no_grad():
@@ -273,7 +287,7 @@ def prune_language_model(ctx: JobContext, model: Any, method: str, amount: float
                 sparsity.update(layer_sparsity)
                 if needs_data:  # the pruned block's outputs are the next block's inputs
                     inputs = [(_block_output(block(h, *a, **k)), a, k) for h, a, k in inputs]
-                mean = sum(layer_sparsity.values()) / max(len(layer_sparsity), 1)
+                mean = sum(r["sparsity"] for r in layer_sparsity.values()) / max(len(layer_sparsity), 1)
                 ctx.log(step=i, block_sparsity=mean)
                 ctx.progress(i + 1, total, text=f"{method}: block {i + 1}/{len(blocks)} pruned")
                 ctx.info(f"{method}: block {i} pruned ({len(named)} linear layers, sparsity {mean:.3f})")
@@ -286,7 +300,7 @@ def prune_language_model(ctx: JobContext, model: Any, method: str, amount: float
                     else None
                 sparsity.update(_prune_group(named, stats, method, amount, nm, per_row=False))
                 ctx.progress(total, total, text=f"{method}: lm_head pruned")
-                ctx.info(f"{method}: lm_head pruned (sparsity {sparsity['lm_head']:.3f})")
+                ctx.info(f"{method}: lm_head pruned (sparsity {sparsity['lm_head']['sparsity']:.3f})")
     finally:
         hf.train(was_training)
     return sparsity

@@ -98,7 +98,8 @@ class PruneJob(Job):
         ctx.mark(SPARSE_MARK if self.pattern == "unstructured" else f"{self.pattern} sparse")
         ctx.result.update({
             "method": self.method, "pattern": self.pattern, "calibration": self.calibration,
-            "amount": self.amount, "layer_sparsity": {n: round(v, 4) for n, v in sparsity.items()},
+            "amount": self.amount, "layers": sparsity,
+            "layer_sparsity": {n: row["sparsity"] for n, row in sparsity.items()},
             "model_sparsity": round(zeros / max(total, 1), 4), "pruned_tensors": len(sparsity),
             "not_pruned": "input embeddings" + ("" if "lm_head" in sparsity else ", lm_head"),
             "note": SPARSE_NOTE,

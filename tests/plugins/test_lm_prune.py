@@ -69,6 +69,10 @@ def test_calibrated_methods_beat_magnitude_at_half_sparsity(trained):
             assert abs(float((layer.weight == 0).float().mean()) - 0.5) < 0.01, (method, name)
         assert model.hf.get_input_embeddings().weight.count_nonzero() == model.hf.get_input_embeddings().weight.numel()
         assert len(ctx.result["layer_sparsity"]) == len(_linears(model))
+        rows = ctx.result["layers"]  # layer -> {sparsity, rel_error}: a table in the Details tab
+        assert all(abs(r["sparsity"] - 0.5) < 0.01 for r in rows.values())
+        if method == "sparsegpt":
+            assert all(0.0 <= r["rel_error"] < 1.0 for r in rows.values()), rows
     dense = task.evaluate(_fresh(trained), data)["perplexity"]
     assert dense < ppl["sparsegpt"] < 0.95 * ppl["l1_unstructured"], ppl
     # Wanda only ties magnitude on models this small (no outlier features, lm_head dominating the loss): it must
