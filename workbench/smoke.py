@@ -92,9 +92,17 @@ def run_smoke_test(timeout: float = 600.0) -> int:
         return code
     scratch = Path(tempfile.mkdtemp(prefix="workbench-smoke-"))
     try:
-        return _run(scratch, timeout)
+        code = _run(scratch, timeout)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    if code != 0:
+        # A start that timed out can leave a helper thread inside native code (torch's import, the worker's
+        # start); the interpreter's teardown then aborts ("terminate called without an active exception", exit
+        # -6) and hides the exit code. The one-line error is printed: end the process now with it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def _run(scratch: Path, timeout: float) -> int:
