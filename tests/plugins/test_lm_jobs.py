@@ -57,7 +57,7 @@ def test_generate_export_evaluate_work_and_classifier_jobs_refuse(bench, tmp_pat
     assert "perplexity" in out.metrics
     metrics = bench.ok("evaluate", root).metrics
     assert "perplexity" in metrics and "accuracy" not in metrics
-    for job in ("quantize", "fuse", "prune_sensitivity"):
+    for job in ("quantize", "fuse"):
         out = bench.run(job, root)
         assert out.status == "failed" and out.bad_input, job
         assert "works on classifiers only" in out.error and "\n" not in out.error

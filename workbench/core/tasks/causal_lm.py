@@ -24,7 +24,6 @@ DECODE_NEW_TOKENS = 32
 EVAL_BATCH = 16  # sequences per evaluation batch: (16, seq, vocab) float logits stay small
 # built-in jobs that cannot take a language model yet, and why (one line each)
 UNSUPPORTED_JOBS = {
-    "prune_sensitivity": "channel pruning of decoder layers is not supported yet",
     "quantize": "its accuracy budget and calibration are written for classifiers",
     "fuse": "its BatchNorm folding, soups and ensembles are written for classifiers",
 }
