@@ -46,7 +46,8 @@ class QuantizeWeightsJob(Job):
                                 "(fastest on CPU), 1 = fp32, 0 = unset")
     embeddings: bool = Param(True, help="also quantize the token embedding (GatherBlockQuantized)")
     percdamp: float = Param(0.01, min=0.0, max=1.0, advanced=True, help="gptq: Hessian dampening")
-    actorder: bool = Param(False, advanced=True, help="gptq: quantize columns by decreasing Hessian diagonal")
+    actorder: bool = Param(False, advanced=True, help="gptq: quantize columns by decreasing Hessian diagonal "
+                           "(onnxruntime then packs groups in the original order: worse here)")
 
     def run(self, ctx: JobContext) -> OnnxModel:
         info = ctx.data.info
