@@ -46,6 +46,7 @@ class QuantizeWeightsJob(Job):
                                 "(fastest on CPU), 1 = fp32, 0 = unset")
     embeddings: bool = Param(True, help="also quantize the token embedding (GatherBlockQuantized)")
     percdamp: float = Param(0.01, min=0.0, max=1.0, advanced=True, help="gptq: Hessian dampening")
+    require_speedup: bool = Param(False, help="fail instead of marking the variant when int4/int8 is not faster here")
     actorder: bool = Param(False, advanced=True, help="gptq: quantize columns by decreasing Hessian diagonal "
                            "(onnxruntime then packs groups in the original order: worse here)")
 
@@ -110,7 +111,44 @@ class QuantizeWeightsJob(Job):
         ctx.info(f"quantize_weights: {nbits} MatMulNBits, embedding {done_info['embedding']}; "
                  f"{q_size / fp_size:.2f}x the fp32 file")
         ctx.mark(f"int{self.bits} {self.algorithm} g{self.group_size}")
+        self._verdict(ctx, fp32, out)
         return OnnxModel(out, ctx.device)
+
+    def _verdict(self, ctx: JobContext, fp32: Path, out: Path) -> None:
+        """Time the quantized prefill against fp32, paired, and say plainly whether it pays on this machine.
+
+        Weight-only int4 is faster only where reading the weights dominates (large layers); on a small model the
+        dequantization costs more than it saves, and the user must not mistake a smaller file for a faster one."""
+        from workbench.core.variants import measure as m
+        from workbench.core.variants import timing
+
+        task = task_of(ctx.data.info)
+        batch = task.bench_input(ctx.data, ctx.bench_batch)
+        ctx.progress(0, 1, "timing the quantized prefill against fp32")
+        _, _, speedup = timing.compare(m.onnx_runner(out, batch, ctx.device), m.onnx_runner(fp32, batch, ctx.device),
+                                       "fp32", timing.TimingBudget(seconds=1.0), ctx.check_cancelled)
+        low, high = speedup.ci
+        ctx.result.update(speedup=round(speedup.ratio, 3), speedup_ci=[round(low, 3), round(high, 3)])
+        what = f"int{self.bits} weights ({self.algorithm})"
+        if speedup.significant and speedup.ratio > 1.0:
+            ctx.result["note"] = (f"{what}: prefill {speedup.ratio:.2f}x as fast as fp32 on {ctx.device} "
+                                  f"(95% CI {low:.2f}-{high:.2f})")
+            ctx.info("quantize_weights: " + ctx.result["note"])
+            return
+        if speedup.significant:
+            text = (f"{what} make the prefill {1 / speedup.ratio:.2f}x slower than fp32 on {ctx.device} "
+                    f"(95% CI {1 / high:.2f}-{1 / low:.2f}x): the layers are too small for weight reads to dominate; "
+                    "kept for its size")
+            mark = "slower than fp32"
+        else:
+            text = (f"{what}: prefill {speedup.ratio:.2f}x fp32's speed on {ctx.device}, not distinguishable from "
+                    f"it (95% CI {low:.2f}-{high:.2f}); kept for its size")
+            mark = "not faster than fp32"
+        if self.require_speedup:
+            raise JobFailed(f"quantize_weights: {text} (require_speedup=true)")
+        ctx.result["note"] = text
+        ctx.mark(mark)
+        ctx.warn("quantize_weights: " + text)
 
     def _fp32_onnx(self, ctx: JobContext, work: Path) -> Path:
         """The parent's ONNX prefill (exported at the latency batch's fixed shape, verified) or the ONNX input."""

@@ -15,7 +15,7 @@ from tests.plugins.helpers import Bench, job_context
 from workbench.core.data import load_dataset
 from workbench.core.models import load_model
 from workbench.core.variants.lifecycle import load_variant
-from workbench.plugin import Cancelled, InputError, OnnxModel, is_onnx, task_of
+from workbench.plugin import Cancelled, InputError, JobFailed, OnnxModel, is_onnx, task_of
 from workbench_plugins import _lm_quant as lq
 from workbench_plugins.quantize_weights import QuantizeWeightsJob
 
@@ -214,3 +214,24 @@ def test_snap_to_grid_recovers_exact_codes():
     assert q.min() >= 0 and q.max() <= 15 and z.min() >= 0 and z.max() <= 15
     assert np.allclose((q - z) * s, values, atol=1e-6)
     assert lq.snap_to_grid(rng.normal(size=(4, 32)), 15) is None  # not on any 16-level grid: the library's path
+
+
+@pytest.mark.parametrize("ratio, ci, mark", [(1.4, (1.3, 1.5), None), (0.8, (0.75, 0.85), "slower than fp32"),
+                                             (1.01, (0.95, 1.07), "not faster than fp32")])
+def test_the_job_says_whether_int4_pays_here(lm, tmp_path, monkeypatch, ratio, ci, mark):
+    """The paired prefill timing decides the verdict: faster is a note, slower or a tie marks the variant and
+    warns; require_speedup turns those into a failure. (Timings are stubbed: the verdict is the logic tested.)"""
+    from workbench.core.variants import timing
+
+    def compare(run_new, run_ref, vs, budget, check):
+        run_new(), run_ref()  # both sessions really run once
+        return None, None, timing.Speedup(vs, ratio, ci, timing.is_significant(ci, timing.MIN_EFFECT))
+
+    monkeypatch.setattr(timing, "compare", compare)
+    out, ctx, _ = _quantize(lm, tmp_path / "a", group_size=16)
+    assert ctx.result["speedup"] == ratio and ctx.result["speedup_ci"] == list(ci)
+    assert (mark in ctx.marks) if mark else not any("fp32" in m for m in ctx.marks), ctx.marks
+    assert ("slower" in ctx.result["note"]) == (mark == "slower than fp32")
+    if mark:
+        with pytest.raises(JobFailed, match="require_speedup"):
+            _quantize(lm, tmp_path / "b", group_size=16, require_speedup=True)
