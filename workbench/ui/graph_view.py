@@ -33,6 +33,21 @@ class _Bridge(QObject):
     failed = Signal(int, str)
 
 
+def block_heat(graph: Graph | None, shown: Graph, heat: dict[str, float]) -> dict[str, float]:
+    """``heat`` plus, for each collapsed block shown as one node, the hottest of its members: a block hiding a
+    sensitive layer must not look cool."""
+    blocks = {n.attrs["group"]: n.id for n in shown.nodes if n.category == "group" and "group" in n.attrs}
+    if not heat or not blocks or graph is None:
+        return heat
+    out = dict(heat)
+    for node_id, value in heat.items():
+        for group in graph.ancestors(graph.node(node_id)):
+            if group in blocks:
+                out[blocks[group]] = max(out.get(blocks[group], value), value)
+                break
+    return out
+
+
 def visible_graph(graph: Graph, collapsed: set[str]) -> Graph:
     """The graph as shown: each collapsed group becomes one node, edges rerouted and deduplicated."""
     if not collapsed:
@@ -216,7 +231,7 @@ class GraphView(QGraphicsView):
         scene.clearSelection()
         scene.clear()
         self.shown, self.layout_result = shown, lay
-        diff, heat = self.diff or {}, self.heat or {}
+        diff, heat = self.diff or {}, block_heat(self.graph, shown, self.heat or {})
         xs, ys = lay.x.tolist(), lay.y.tolist()
         for i, n in enumerate(shown.nodes):
             item = NodeItem(n, float(widths[i]), diff.get(n.id), heat.get(n.id))
