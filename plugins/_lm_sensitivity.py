@@ -179,8 +179,8 @@ def pruned(layers: dict[str, nn.Linear], ratios: dict[str, float], method: str, 
         with torch.no_grad():
             for name in saved:
                 layer, ratio = layers[name], ratios[name]
-                if method == "wanda":
-                    LM.wanda_prune(layer, norms[name], ratio, None, per_row=name != head)
+                if method == "wanda" and name != head:  # the head goes by magnitude, as prune does it
+                    LM.wanda_prune(layer, norms[name], ratio, None)
                 else:
                     LM.magnitude_prune(layer, ratio, None)
         yield
