@@ -2,8 +2,10 @@
 
 ``method=structured`` removes whole channels with Torch-Pruning: every coupled layer loses them too, so the result
 is a smaller dense model that runs faster everywhere and still reloads from its recipe (the saved per-module
-shapes). The unstructured methods only write zeros into dense weights: ``nonzero_params`` drops, the latency
-does not, and the variant is marked so.
+shapes). On a language model it removes whole KV head groups (grouped-query attention respected) and MLP
+channels, by hand in ``_lm_structured`` (Torch-Pruning cannot trace transformers' decoders); the smaller model
+saves and reloads through its Hugging Face config. The unstructured methods only write zeros into dense weights:
+``nonzero_params`` drops, the latency does not, and the variant is marked so.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch.nn.utils import prune as torch_prune
 from workbench.core.lm import is_language_model
 from workbench.plugin import InputError, Job, JobContext, JobFailed, Param, ensure_supported
 from workbench_plugins import _lm_prune as LM
+from workbench_plugins import _lm_structured as LMS
 from workbench_plugins import _pruning as P
 from workbench_plugins._training import TrainLoop, TrainSettings, check_fits
 
@@ -59,7 +62,8 @@ class PruneJob(Job):
     pattern: Literal["unstructured", "2:4", "4:8"] = Param(
         "unstructured", help="language models: N:M zeros N of every M consecutive input weights (amount 0.5)")
     calibration: int = Param(32, min=0, max=100000,
-                             help="language models: train-split sequences for wanda/sparsegpt statistics")
+                             help="language models: train-split sequences for wanda/sparsegpt/structured "
+                                  "statistics (structured: 0 = weight magnitude)")
     prune_head: bool = Param(True, help="language models: prune lm_head too (embeddings never are)",
                              advanced=True)
 
@@ -83,14 +87,14 @@ class PruneJob(Job):
 
     # language models ------------------------------------------------------------------------------------------------
     def _language_model(self, ctx: JobContext, model: nn.Module) -> nn.Module:
-        """One-shot magnitude / Wanda / SparseGPT, block by block (plugins/_lm_prune.py)."""
-        if self.method == "structured":
-            raise InputError("prune method=structured does not take a language model yet (attention-head and MLP "
-                             "channel removal is not implemented); use method=wanda|sparsegpt|l1_unstructured or "
-                             "drop_layers")
+        """One-shot, block by block. ``structured``: whole KV head groups (with their query heads) and MLP channels
+        removed, the same count in every block so the HF config describes the smaller model
+        (plugins/_lm_structured.py); the others: magnitude / Wanda / SparseGPT zeros (plugins/_lm_prune.py)."""
         if self.steps != 1 or self.finetune_epochs:
             raise InputError("prune on a language model is one-shot: steps must be 1 and finetune_epochs 0 "
                              "(fine-tune with a train step afterwards)")
+        if self.method == "structured":
+            return self._language_model_structured(ctx, model)
         sparsity = LM.prune_language_model(ctx, model, self.method, self.amount, self.pattern, self.calibration,
                                            self.prune_head)
         total = sum(p.numel() for p in model.parameters())
@@ -105,6 +109,25 @@ class PruneJob(Job):
             "note": SPARSE_NOTE,
         })
         ctx.warn(SPARSE_NOTE)
+        return model
+
+    def _language_model_structured(self, ctx: JobContext, model: nn.Module) -> nn.Module:
+        """Heads and MLP channels out; every block keeps the same widths (a Hugging Face config has one of each)."""
+        if self.pattern != "unstructured":
+            raise InputError(f"pattern {self.pattern} is for the sparse methods; method=structured removes whole "
+                             "heads and channels (leave pattern=unstructured)")
+        if self.scope != "uniform" or self.allocation != "uniform":
+            raise InputError("method=structured on a language model removes the same number of heads and MLP "
+                             "channels from every block (one config describes them all): scope and allocation "
+                             "must be uniform")
+        if self.importance not in ("l1", "l2"):
+            raise InputError(f"importance={self.importance} is not implemented for language models; structured "
+                             "ranks heads and channels by weight norm (l1 or l2) times calibration activations")
+        result = LMS.prune_structured(ctx, model, self.amount, self.calibration, self.round_to,
+                                      p=1 if self.importance == "l1" else 2)
+        ctx.result.update(result)
+        ctx.info(f"structured: {result['params_before']} -> {result['params_after']} parameters "
+                 f"({result['param_ratio']:.3f}x)")
         return model
 
     # structured -------------------------------------------------------------------------------------------------
