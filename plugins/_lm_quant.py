@@ -40,7 +40,7 @@ class Settings:
 
     bits: int = 4
     algorithm: str = "rtn"
-    group_size: int = 32
+    group_size: int = 128
     symmetric: bool = False
     accuracy_level: int = 4
     embeddings: bool = True
