@@ -20,6 +20,10 @@ class ExportJob(Job):
     exporter: Literal["dynamo", "torchscript"] = Param("dynamo", help="exporter to try first")
     atol: float = Param(1e-4, min=0.0, max=1.0, help="largest allowed absolute difference from torch")
     path: str = Param("", help="where to write the .onnx file (default: the workspace's exports folder)")
+    kv_cache: bool = Param(True, help="language models: also write one decode step with a static KV cache "
+                                      "(NAME.decode.onnx beside the prefill), verified by greedy generation")
+    cache_len: int = Param(0, min=0, max=1_000_000, help="language models: KV cache slots of the decode graph, "
+                                                         "prompt and continuation together (0: the seq_len)")
 
     def run(self, ctx: JobContext) -> None:
         target = self._target(ctx)
@@ -32,6 +36,9 @@ class ExportJob(Job):
             batches = [x for x, _ in ctx.data.loader("test", batch_size=example.shape[0], shuffle=False)]
             ctx.progress(0, 2, "exporting")
             result = task.export_onnx(ctx.model, example, target, opset=self.opset, verify_batches=batches[:8])
+            if self.kv_cache:
+                ctx.progress(0, 2, "exporting the KV-cache decode step")
+                self._decode_graph(ctx, target, self.cache_len or int(example.shape[1]), example[0].tolist())
         else:
             batches = [x for x, _ in ctx.data.loader("test", shuffle=False)]
             ctx.progress(0, 2, "exporting")
@@ -49,6 +56,25 @@ class ExportJob(Job):
         ctx.report_metrics(ctx.evaluate(OnnxModel(target, ctx.device)))
         ctx.progress(2, 2, "done")
         return None
+
+    def _decode_graph(self, ctx: JobContext, target: Path, max_len: int, prompt: list[int]) -> None:
+        """The decode step beside the prefill; optional, so a failure is a warning with the reason, never the
+        job's failure (the prefill export above already holds)."""
+        from workbench.core.lm.onnx_decode import export_decoder_with_cache
+
+        decode_path = target.with_suffix(".decode.onnx")
+        try:
+            out = export_decoder_with_cache(ctx.model, decode_path, max_len, opset=self.opset,
+                                            verify_prompt=prompt[: max(1, min(8, max_len // 2))])
+        except Exception as exc:  # noqa: BLE001 - the exporter raises many kinds; the prefill export stands
+            reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            ctx.result["decode_error"] = reason
+            ctx.warn(f"export: no KV-cache decode graph ({reason}); the prefill graph is written")
+            return
+        ctx.result.update(decode_path=str(out.path), decode_max_len=out.max_len,
+                          decode_max_abs_diff=out.max_abs_diff)
+        ctx.info(f"KV-cache decode step ({out.max_len} slots) written to {out.path}; greedy generation of "
+                 f"{out.tokens_checked} tokens matches torch, max abs logit difference {out.max_abs_diff:.2e}")
 
     def _target(self, ctx: JobContext) -> Path:
         if self.path:
