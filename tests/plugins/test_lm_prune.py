@@ -75,9 +75,7 @@ def test_calibrated_methods_beat_magnitude_at_half_sparsity(trained):
             assert all(0.0 <= r["rel_error"] < 1.0 for r in rows.values()), rows
     dense = task.evaluate(_fresh(trained), data)["perplexity"]
     assert dense < ppl["sparsegpt"] < 0.95 * ppl["l1_unstructured"], ppl
-    # Wanda only ties magnitude on models this small (no outlier features, lm_head dominating the loss): it must
-    # not be clearly worse; see /work/notes/lm_prune.md for the measured figures.
-    assert ppl["wanda"] < 1.05 * ppl["l1_unstructured"], ppl
+    assert ppl["wanda"] < ppl["l1_unstructured"], ppl  # the head by magnitude in both: the blocks decide
 
 
 @pytest.mark.parametrize("method,pattern", [("sparsegpt", "2:4"), ("wanda", "2:4"), ("l1_unstructured", "4:8")])
