@@ -1,6 +1,9 @@
 """The Pareto plot's point labels stay inside the plot."""
 
+import math
 from types import SimpleNamespace
+
+import pytest
 
 from workbench.ui.pareto_plot import ParetoPlot
 
@@ -36,3 +39,36 @@ def test_a_language_model_workspace_compares_perplexity_against_decode_speed(qtb
     assert sorted(panel.plot.front) == ["v0001", "v0002"]
     panel.set_variants([SimpleNamespace(id="v0001", metrics={"accuracy": 0.9, "latency_ms": 1.0})])
     assert panel.axis.findData("decode") < 0 and panel.quality_label.text() == "Accuracy against"
+
+
+def test_perplexity_is_drawn_on_a_log_axis(qtbot):
+    """An untrained root at perplexity 4,000 beside variants near 100: on a linear axis the variants collapse into
+    one line; on the log axis the tenfold and the 10% gaps both show, and the ticks read perplexity."""
+    from workbench.ui.pareto_plot import ParetoPlot
+
+    plot = ParetoPlot()
+    qtbot.addWidget(plot)
+    lm = [SimpleNamespace(id=vid, metrics={"perplexity": ppl, "latency_ms": 2.0 + i, "size_bytes": 1000})
+          for i, (vid, ppl) in enumerate([("v0001", 4000.0), ("v0002", 100.0), ("v0003", 110.0)])]
+    plot.set_variants(lm)
+    assert plot.log_y and plot.getAxis("left").logMode
+    ys = sorted(spot.pos().y() for spot in plot.scatter.points())
+    assert ys == pytest.approx([2.0, math.log10(110.0), math.log10(4000.0)])
+    assert {p[0]: p[1] for p in plot.points}["v0003"] == 110.0  # the data keep their values
+    plot.set_variants([SimpleNamespace(id="v0001", metrics={"accuracy": 0.9, "latency_ms": 1.0})])
+    assert not plot.log_y and not plot.getAxis("left").logMode
+    assert [spot.pos().y() for spot in plot.scatter.points()] == [90.0]
+
+
+def test_the_variants_table_heads_its_quality_column_perplexity_for_a_language_model():
+    from PySide6.QtCore import Qt
+
+    from workbench.ui.variants_table import COLUMNS, VariantsModel
+
+    model = VariantsModel()
+    col = COLUMNS.index("accuracy")
+    lm = SimpleNamespace(id="v0001", parent=None, job="load", marks=[], metrics={"perplexity": 90.0})
+    model.set_variants([lm])
+    assert model.headerData(col, Qt.Orientation.Horizontal) == "perplexity"
+    model.set_variants([SimpleNamespace(id="v0001", parent=None, job="load", marks=[], metrics={"accuracy": 0.9})])
+    assert model.headerData(col, Qt.Orientation.Horizontal) == "accuracy"

@@ -7,6 +7,7 @@ On the latency axis each point carries a horizontal error bar: the 95% interval 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,7 @@ class ParetoPlot(pg.PlotWidget):
         self.intervals: dict[str, tuple[float, float]] = {}  # variant id -> latency interval (latency axis only)
         self.front: list[str] = []
         self.selected: str | None = None
+        self.log_y = False  # perplexity spans orders of magnitude (an untrained root at 4,000, variants near 100)
         self.showGrid(x=True, y=True, alpha=0.25)
         self.setLabel("left", "accuracy (%)")
         self.front_line = self.plot([], [], pen=pg.mkPen("#59A14F", width=1, style=pg.QtCore.Qt.PenStyle.DashLine))
@@ -68,7 +70,10 @@ class ParetoPlot(pg.PlotWidget):
         # a language model's workspace ranks by perplexity (lower is better); a classifier's by accuracy
         lm = is_language_model_workspace(variants)
         quality, factor = ("perplexity", 1.0) if lm else ("accuracy", 100.0)
-        self.setLabel("left", "perplexity (lower is better)" if lm else "accuracy (%)")
+        self.setLabel("left", "perplexity (lower is better, log scale)" if lm else "accuracy (%)")
+        if lm != self.log_y:
+            self.log_y = lm
+            self.getAxis("left").setLogMode(lm)  # ticks read as perplexity; the points are drawn at log10
         self.points = [(v.id, factor * v.metrics[quality], v.metrics[key] * scale) for v in variants
                        if v.metrics.get(quality) is not None and v.metrics.get(key)]
         self.intervals = {}
@@ -86,28 +91,35 @@ class ParetoPlot(pg.PlotWidget):
         self.selected = variant_id
         self._draw()
 
+    def _shown(self) -> list[tuple[str, float, float]]:
+        """The points as drawn: (id, y, x), y in log10 when the quality axis is logarithmic."""
+        if not self.log_y:
+            return self.points
+        return [(vid, math.log10(q) if q > 0 else float("nan"), cost) for vid, q, cost in self.points]
+
     def _draw(self) -> None:
         spots = []
-        for vid, acc, cost in self.points:
+        shown = self._shown()
+        for vid, acc, cost in shown:
             on_front = vid in self.front
             brush = "#59A14F" if on_front else "#8C8C8C"
             pen = pg.mkPen("#F28E2B", width=3) if vid == self.selected else pg.mkPen(None)
             spots.append({"pos": (cost, acc), "data": vid, "brush": pg.mkBrush(brush), "pen": pen,
                           "symbol": "star" if on_front else "o", "size": 15 if on_front else 11})
         self.scatter.setData(spots)
-        bars = [(cost, acc, self.intervals[vid]) for vid, acc, cost in self.points if vid in self.intervals]
+        bars = [(cost, acc, self.intervals[vid]) for vid, acc, cost in shown if vid in self.intervals]
         self.error_bars.setData(
             x=np.array([b[0] for b in bars], dtype=float), y=np.array([b[1] for b in bars], dtype=float),
             left=np.array([max(b[0] - b[2][0], 0.0) for b in bars], dtype=float),
             right=np.array([max(b[2][1] - b[0], 0.0) for b in bars], dtype=float))
-        front = sorted((cost, acc) for vid, acc, cost in self.points if vid in self.front)  # pareto_front's order
+        front = sorted((cost, acc) for vid, acc, cost in shown if vid in self.front)  # pareto_front's order
         self.front_line.setData([c for c, _a in front], [a for _c, a in front])
         for label in self.labels:
             self.removeItem(label)
         self.labels = []
         costs = [cost for _vid, _acc, cost in self.points]
         right_side = min(costs, default=0) + 0.6 * (max(costs, default=0) - min(costs, default=0))
-        for vid, acc, cost in self.points:
+        for vid, acc, cost in shown:
             # labels of the right-hand points end at their point, so that none runs off the plot's edge
             anchor = (1, 1.2) if len(costs) > 1 and cost > right_side else (0, 1.2)
             label = pg.TextItem(vid, anchor=anchor, color="#888888")

@@ -58,6 +58,7 @@ class VariantsModel(QAbstractTableModel):
         super().__init__(parent)
         self.variants: list[Any] = []
         self.rows: list[dict[str, Any]] = []
+        self.quality_header = "accuracy"  # "perplexity" for a language model's workspace
 
     def set_loading(self, text: str) -> None:
         """Show one placeholder row for a model that is being loaded and measured (replaced when it is saved)."""
@@ -82,6 +83,8 @@ class VariantsModel(QAbstractTableModel):
                 "speed-up": speedup_readout(m, root, root_variant.id, is_reference=root_variant is v),
                 "size ratio": ratio, "marks": ", ".join(v.marks),
             })
+        lm = any(v.metrics.get("accuracy") is None and v.metrics.get("perplexity") is not None for v in variants)
+        self.quality_header = "perplexity" if lm else "accuracy"
         self.endResetModel()
 
     def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802 - Qt API
@@ -92,7 +95,7 @@ class VariantsModel(QAbstractTableModel):
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: N802
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return COLUMNS[section]
+            return self.quality_header if COLUMNS[section] == "accuracy" else COLUMNS[section]
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole:
             return HEADER_TIPS.get(COLUMNS[section])
         return None
