@@ -107,7 +107,7 @@ def big_model() -> None:
             m = q.metrics
             s = m["speedup"]
             print(f"{BIG}: {fp['params'] / 1e6:.1f}M parameters, latency batch {session.bench_batch} x seq")
-            print(f"fp32 prefill {fp['latency_ms']:.1f} ms, int4 RTN g32 {m['latency_ms']:.1f} ms: paired speed-up "
+            print(f"fp32 prefill {fp['latency_ms']:.1f} ms, int4 RTN g128 (the default) {m['latency_ms']:.1f} ms: paired speed-up "
                   f"{s['ratio']:.2f}x [{s['ci'][0]:.2f}, {s['ci'][1]:.2f}] (target >= 1.25)")
             print(f"size {m['size_bytes'] / fp['size_bytes']:.3f}x (target <= 0.35), perplexity (untrained) "
                   f"{fp['perplexity']:.1f} -> {m['perplexity']:.1f}; job's verdict: {q.result.get('note', '-')}")
