@@ -1,10 +1,13 @@
-"""Helpers shared by the plugin tests: a quick training loop, a bare JobContext, and a workspace bench."""
+"""Helpers shared by the plugin tests: a quick training loop, a tiny trained Llama, a bare JobContext, and a
+workspace bench."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -14,6 +17,39 @@ from workbench.core.execution.session import Session
 from workbench.core.models import load_model
 from workbench.core.workspace import Workspace
 from workbench.plugin import JobContext
+
+
+def trained_tiny_llama(tmp: Path, model_spec: str) -> Iterator[tuple[str, object, dict, Path]]:
+    """A module fixture's body: ``model_spec`` trained one epoch of Adam on a small generated corpus, seeded;
+    yields (dataset spec, data, state dict, tmp) with the tokenizer cache kept in ``tmp``."""
+    from tests.core.lm.lm_helpers import make_corpus
+    from workbench.core.tasks.causal_lm import CausalLMTask
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XDG_CACHE_HOME", str(tmp / "cache"))
+    try:
+        spec = f"text:{make_corpus(tmp / 'corpus.txt', lines=300)}:seq_len=32,vocab=300"
+        data = load_dataset(spec, seed=0)
+        torch.manual_seed(0)
+        model = load_model(model_spec, data.info)
+        opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+        task = CausalLMTask()
+        model.train()
+        for x, y in data.loader("train", batch_size=16, shuffle=True):  # one epoch: enough for the orderings
+            opt.zero_grad()
+            task.training_loss(model(x), y).backward()
+            opt.step()
+        yield spec, data, {k: v.clone() for k, v in model.state_dict().items()}, tmp
+    finally:
+        mp.undo()
+
+
+def fresh_copy(model_spec: str, trained: tuple[str, object, dict, Path]) -> torch.nn.Module:
+    """A new model from ``model_spec`` holding the trained weights of ``trained_tiny_llama``, in eval mode."""
+    _, data, state, _ = trained
+    model = load_model(model_spec, data.info)
+    model.load_state_dict(state)
+    return model.eval()
 
 
 def train_briefly(model: torch.nn.Module, data, epochs: int = 3, lr: float = 3e-3) -> torch.nn.Module:

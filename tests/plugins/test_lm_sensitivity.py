@@ -10,10 +10,8 @@ import pytest
 import torch
 
 from tests.core.lm.lm_helpers import make_corpus
-from tests.plugins.helpers import Bench, job_context
-from workbench.core.data import load_dataset
+from tests.plugins.helpers import Bench, fresh_copy, job_context, trained_tiny_llama
 from workbench.core.graph import graph_from_torch
-from workbench.core.models import load_model
 from workbench.core.tasks.causal_lm import CausalLMTask
 from workbench.plugin import Cancelled, InputError
 from workbench_plugins._pruning import removed_channels
@@ -37,29 +35,11 @@ def one_thread():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, one_thread):
     """A tiny Llama trained one epoch on a small corpus (state dict), with its dataset."""
-    tmp = tmp_path_factory.mktemp("lmsens")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("XDG_CACHE_HOME", str(tmp / "cache"))
-    spec = f"text:{make_corpus(tmp / 'corpus.txt', lines=300)}:seq_len=32,vocab=300"
-    data = load_dataset(spec, seed=0)
-    torch.manual_seed(0)
-    model = load_model(SPEC, data.info)
-    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
-    task = CausalLMTask()
-    model.train()
-    for x, y in data.loader("train", batch_size=16, shuffle=True):
-        opt.zero_grad()
-        task.training_loss(model(x), y).backward()
-        opt.step()
-    yield spec, data, {k: v.clone() for k, v in model.state_dict().items()}, tmp
-    mp.undo()
+    yield from trained_tiny_llama(tmp_path_factory.mktemp("lmsens"), SPEC)
 
 
 def _fresh(trained):
-    _, data, state, _ = trained
-    model = load_model(SPEC, data.info)
-    model.load_state_dict(state)
-    return model.eval()
+    return fresh_copy(SPEC, trained)
 
 
 def _run(trained, model=None, **params):
