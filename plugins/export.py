@@ -6,7 +6,17 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
-from workbench.plugin import InputError, Job, JobContext, OnnxModel, Param, export_onnx, is_onnx, task_of
+from workbench.plugin import (
+    Cancelled,
+    InputError,
+    Job,
+    JobContext,
+    OnnxModel,
+    Param,
+    export_onnx,
+    is_onnx,
+    task_of,
+)
 
 
 class ExportJob(Job):
@@ -66,6 +76,8 @@ class ExportJob(Job):
         try:
             out = export_decoder_with_cache(ctx.model, decode_path, max_len, opset=self.opset,
                                             verify_prompt=prompt[: max(1, min(8, max_len // 2))])
+        except Cancelled:
+            raise  # the user's Stop is not an export failure to warn about
         except Exception as exc:  # noqa: BLE001 - the exporter raises many kinds; the prefill export stands
             reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             ctx.result["decode_error"] = reason

@@ -108,6 +108,15 @@ def test_the_export_job_writes_the_decode_graph_beside_the_prefill_and_a_failure
         out = bench.ok("export", root, path=str(tmp_path / "again.onnx"))
         assert (tmp_path / "again.onnx").is_file() and not (tmp_path / "again.decode.onnx").exists()
         assert out.result["decode_error"] == "exporter exploded"
+
+        def stopped(*args, **kwargs):
+            from workbench.plugin import Cancelled
+
+            raise Cancelled("cancelled")
+
+        monkeypatch.setattr(onnx_decode, "export_decoder_with_cache", stopped)
+        out = bench.run("export", root, path=str(tmp_path / "third.onnx"))
+        assert out.status == "cancelled", (out.status, out.error)  # a Stop during the decode step is no warning
     finally:
         bench.runner.shutdown()
         bench.session.workspace.close()
