@@ -97,9 +97,10 @@ def test_a_language_model_report_shows_perplexity_not_accuracy():
     from workbench.core.report import render_markdown
 
     step = {"job": "train", "variant": "v0002", "parent": "v0001", "status": "ok", "seconds": 1.0,
-            "metrics": {"perplexity": 41.5, "token_accuracy": 0.31, "loss": 3.72, "decode_tokens_per_s": 812.0}}
+            "metrics": {"perplexity": 41.5, "token_accuracy": 0.31, "loss": 3.72, "decode_tokens_per_s": 812.0,
+                        "decode_tokens_per_s_ci": [790.0, 830.0]}}
     text = render_markdown({"task": "causal_lm", "model": "zoo:tiny_llama", "dataset": "pydocs", "device": "cpu",
                             "steps": [step], "variants": []})
     header = next(line for line in text.splitlines() if line.startswith("| # |"))
     assert "perplexity" in header and "accuracy |" not in header.replace("token_accuracy", "")
-    assert "41.50" in text and "812.00" in text
+    assert "41.50" in text and "812 ±20" in text  # decode speed with half its 95% interval

@@ -26,7 +26,7 @@ def test_a_language_model_workspace_compares_perplexity_against_decode_speed(qtb
     panel = ComparePanel()
     qtbot.addWidget(panel)
     lm = [SimpleNamespace(id=vid, metrics={"perplexity": ppl, "latency_ms": ms, "size_bytes": 1000,
-                                           "decode_tokens_per_s": tps})
+                                           "decode_tokens_per_s": tps, "decode_tokens_per_s_ci": [tps - 5, tps + 8]})
           for vid, ppl, ms, tps in [("v0001", 10.0, 5.0, 100.0), ("v0002", 12.0, 3.0, 250.0),
                                     ("v0003", 13.0, 4.0, 90.0)]]
     panel.set_variants(lm)
@@ -35,6 +35,7 @@ def test_a_language_model_workspace_compares_perplexity_against_decode_speed(qtb
     assert panel.plot.axis == "decode"
     assert {p[0]: p[2] for p in panel.plot.points} == {"v0001": 100.0, "v0002": 250.0, "v0003": 90.0}
     assert sorted(panel.plot.front) == ["v0001", "v0002"]  # v0003: slower and worse than v0001
+    assert panel.plot.intervals["v0002"] == (245.0, 258.0)  # decode speed is drawn with its interval
     panel.axis.setCurrentIndex(panel.axis.findData("latency"))
     assert sorted(panel.plot.front) == ["v0001", "v0002"]
     panel.set_variants([SimpleNamespace(id="v0001", metrics={"accuracy": 0.9, "latency_ms": 1.0})])

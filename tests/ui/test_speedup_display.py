@@ -103,3 +103,13 @@ def test_details_tab_states_the_measured_figures(qtbot, variants):
     assert "no measurable change" in view.findChild(QLabel, "measuredFigures").text()
     view.show_variant(variant("v0009", None, "load"))
     assert view.findChild(QLabel, "measuredFigures") is None
+
+
+def test_the_details_line_gives_decode_speed_with_its_interval_and_says_it_is_not_paired():
+    from workbench.ui.result_view import measured_text
+
+    text = measured_text({"latency_ms": 1.2, "latency_ms_ci": [1.1, 1.3], "decode_tokens_per_s": 812.0,
+                          "decode_tokens_per_s_ci": [790.0, 830.0]})
+    assert "decode, PyTorch + KV cache</b>: 812 ±20 tokens/s" in text
+    assert "790–830; not paired" in text
+    assert "decode" not in measured_text({"latency_ms": 1.2})  # a classifier has no decode figure

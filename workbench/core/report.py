@@ -59,8 +59,9 @@ def _fmt(key: str, value: Any) -> str:
 
 
 def _cell(key: str, metrics: dict[str, Any]) -> str:
-    """A table cell; a latency with an interval reads ``12.3 ±0.4``."""
-    ci = interval(metrics.get(f"{key}_ci")) if key in ("latency_ms", "latency_torch_ms") else None
+    """A table cell; a latency (or decode speed) with an interval reads ``12.3 ±0.4``."""
+    ci = interval(metrics.get(f"{key}_ci")) if key in ("latency_ms", "latency_torch_ms", "decode_tokens_per_s") \
+        else None
     if ci is not None and isinstance(metrics.get(key), int | float):
         return latency_text(float(metrics[key]), ci, unit="")
     return _fmt(key, metrics.get(key))

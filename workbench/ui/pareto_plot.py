@@ -21,6 +21,7 @@ from workbench.core.report import pareto_front
 AXES = {"latency": ("latency_ms", "latency (ms, onnxruntime; bars: 95% interval)"),
         "size": ("size_bytes", "size (KB, ONNX)"),
         "decode": ("decode_tokens_per_s", "decode speed (tokens/s, PyTorch with a KV cache; higher is better)")}
+INTERVAL_AXES = {"latency", "decode"}  # axes whose figure has a ``{key}_ci`` interval
 HIGHER_IS_BETTER = {"decode"}  # on these axes the front runs towards larger values
 
 
@@ -77,9 +78,9 @@ class ParetoPlot(pg.PlotWidget):
         self.points = [(v.id, factor * v.metrics[quality], v.metrics[key] * scale) for v in variants
                        if v.metrics.get(quality) is not None and v.metrics.get(key)]
         self.intervals = {}
-        if self.axis == "latency":
+        if self.axis in INTERVAL_AXES:  # measured figures carry their 95% interval: drawn as error bars
             for v in variants:
-                ci = interval(v.metrics.get("latency_ms_ci"))
+                ci = interval(v.metrics.get(f"{key}_ci"))
                 if ci is not None:
                     self.intervals[v.id] = ci
         sign = -1.0 if self.axis in HIGHER_IS_BETTER else 1.0

@@ -14,7 +14,14 @@ from typing import Any
 
 from PySide6.QtWidgets import QLabel, QScrollArea, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
-from workbench.core.figures import NO_CHANGE, interval, latency_readout, paired_speedup, speedup_readout
+from workbench.core.figures import (
+    NO_CHANGE,
+    interval,
+    latency_readout,
+    latency_text,
+    paired_speedup,
+    speedup_readout,
+)
 
 
 def _text(value: Any) -> str:
@@ -48,6 +55,12 @@ def measured_text(metrics: dict[str, Any]) -> str:
             ci = interval(metrics.get(f"{key}_ci"))
             span = f" (95% interval {ci[0]:.3f}–{ci[1]:.3f})" if ci else ""
             parts.append(f"<b>latency, {engine}</b>: {readout.text}{span}")
+    decode = metrics.get("decode_tokens_per_s")
+    if isinstance(decode, int | float):
+        ci = interval(metrics.get("decode_tokens_per_s_ci"))
+        text = latency_text(float(decode), ci, unit=" tokens/s")
+        span = f" (95% interval {ci[0]:,.0f}–{ci[1]:,.0f}; not paired)" if ci else ""
+        parts.append(f"<b>decode, PyTorch + KV cache</b>: {text}{span}")
     sp = paired_speedup(metrics)
     if sp is not None:
         readout = speedup_readout(metrics)

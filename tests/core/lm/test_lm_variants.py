@@ -124,7 +124,31 @@ def test_generation_is_greedy_and_cached(lm):
     sampled = generate_text(model, "the model", 12, temperature=1.0, top_k=20, seed=1)
     assert sampled.text == generate_text(model, "the model", 12, temperature=1.0, top_k=20, seed=1).text
     assert decode_tokens_per_s(model, prompt, 8, repeats=1) > 0
-    assert set(task_of(data.info).extra_measurements(model, data, "cpu")) == {"decode_tokens_per_s"}
+
+
+def test_decode_speed_is_measured_within_the_budget_with_its_interval(lm):
+    from workbench.core.errors import Cancelled
+    from workbench.core.lm.generate import measure_decode
+    from workbench.core.variants.timing import TimingBudget
+
+    model, data = lm
+    model.train()
+    prompt = data.example_batch(1)[0, :8].tolist()
+    speed = measure_decode(model, prompt, 8, TimingBudget(warmup_s=0.0, seconds=0.2, max_samples=50))
+    assert 3 <= speed.runs <= 50
+    assert 0 < speed.ci[0] <= speed.tokens_per_s <= speed.ci[1]
+    assert model.training  # measured in eval mode, the caller's mode restored
+    figures = task_of(data.info).extra_measurements(model, data, "cpu", TimingBudget(warmup_s=0.0, seconds=0.05))
+    assert set(figures) == {"decode_tokens_per_s", "decode_tokens_per_s_ci"}
+    low, high = figures["decode_tokens_per_s_ci"]
+    assert low <= figures["decode_tokens_per_s"] <= high
+
+    def stop() -> None:
+        raise Cancelled("stop")
+
+    with pytest.raises(Cancelled):  # a Stop during the timing ends it, as during a latency measurement
+        measure_decode(model, prompt, 8, TimingBudget(warmup_s=0.0, seconds=5.0), check=stop)
+    assert model.training
 
 
 def test_a_plugin_can_register_a_third_task(corpus):

@@ -107,10 +107,69 @@ def generate_text(model: Any, prompt: str, max_new_tokens: int = 64, *, temperat
     return Generation(prompt, tokenizer.decode(new), len(prompt_ids), len(new), seconds, stopped)
 
 
-@torch.inference_mode()
+@dataclass(frozen=True)
+class DecodeSpeed:
+    """Greedy decode speed at batch 1: the median over timed runs and its 95% bootstrap interval, in tokens/s."""
+
+    tokens_per_s: float
+    ci: tuple[float, float]
+    runs: int
+
+    def metrics(self) -> dict[str, Any]:
+        return {"decode_tokens_per_s": round(self.tokens_per_s, 2),
+                "decode_tokens_per_s_ci": [round(self.ci[0], 2), round(self.ci[1], 2)]}
+
+
+def measure_decode(model: Any, prompt_ids: list[int], new_tokens: int = 32, budget: Any = None,
+                   check: Callable[[], None] | None = None) -> DecodeSpeed:
+    """Decode speed with a KV cache, measured like a latency (``workbench.core.variants.timing``): warm-up, then
+    runs of ``new_tokens`` greedy steps after an untimed prefill until the budget's seconds have passed (at least
+    3 runs), under the machine-wide measuring lock; the figure is the median run's tokens/s with its interval.
+
+    A few runs of a few dozen tokens spread widely on a busy machine (one 32-token run is tens of milliseconds),
+    which once put two variants of the same shape 4x apart; a budgeted median with its interval does not."""
+    import numpy as np
+
+    from workbench.core.variants import timing
+
+    budget = budget or timing.DEFAULT_BUDGET
+    run, new_tokens, restore = _decoder(model, prompt_ids, new_tokens)
+    ms_per_token: list[float] = []
+    try:
+        with timing.measuring_lock():
+            warm_start = time.perf_counter()
+            run(min(4, new_tokens))
+            while time.perf_counter() - warm_start < budget.warmup_s:
+                run(new_tokens)
+            start = time.perf_counter()
+            while len(ms_per_token) < 3 or (len(ms_per_token) < max(3, budget.max_samples)
+                                            and time.perf_counter() - start < budget.seconds):
+                if check is not None:
+                    check()
+                ms_per_token.append(run(new_tokens) * 1000.0 / new_tokens)
+    finally:
+        restore()
+    per_token = timing.latency_of(np.asarray(ms_per_token))
+    return DecodeSpeed(1000.0 / per_token.ms, (1000.0 / per_token.ci[1], 1000.0 / per_token.ci[0]),
+                       len(ms_per_token))
+
+
 def decode_tokens_per_s(model: Any, prompt_ids: list[int], new_tokens: int = 32, repeats: int = 3) -> float:
     """Greedy decoding speed with a KV cache at batch 1: tokens per second over the decode steps only (the prefill
-    is not counted); the median of ``repeats`` runs after a warm-up."""
+    is not counted); the median of ``repeats`` runs after a warm-up (a quick figure; variants are measured with
+    ``measure_decode``)."""
+    run, new_tokens, restore = _decoder(model, prompt_ids, new_tokens)
+    try:
+        run(min(4, new_tokens))
+        seconds = statistics.median(run(new_tokens) for _ in range(max(1, repeats)))
+    finally:
+        restore()
+    return new_tokens / seconds if seconds > 0 else 0.0
+
+
+def _decoder(model: Any, prompt_ids: list[int], new_tokens: int) -> tuple[Callable[[int], float], int, Callable[[], None]]:
+    """``run(steps)``: one untimed prefill of the prompt, then ``steps`` timed greedy steps with the cache, in
+    seconds; the new-token count cut to fit the model's positions; and a call that restores the model's mode."""
     hf = model.hf
     device = _device_of(model)
     limit = model.max_positions
@@ -121,6 +180,7 @@ def decode_tokens_per_s(model: Any, prompt_ids: list[int], new_tokens: int = 32,
     was_training = model.training
     model.eval()
 
+    @torch.inference_mode()
     def run(steps: int) -> float:
         out = hf(input_ids=torch.tensor([ids], device=device), use_cache=True)
         past, token = out.past_key_values, out.logits[:, -1:, :].argmax(-1)
@@ -132,12 +192,7 @@ def decode_tokens_per_s(model: Any, prompt_ids: list[int], new_tokens: int = 32,
         _sync(device)
         return time.perf_counter() - start
 
-    try:
-        run(min(4, new_tokens))
-        seconds = statistics.median(run(new_tokens) for _ in range(max(1, repeats)))
-    finally:
-        model.train(was_training)
-    return new_tokens / seconds if seconds > 0 else 0.0
+    return run, new_tokens, lambda: model.train(was_training)
 
 
 def _sync(device: torch.device) -> None:

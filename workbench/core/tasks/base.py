@@ -44,8 +44,10 @@ class Task:
         """The loss a training job minimises, from the model's output and the loader's targets."""
         raise NotImplementedError
 
-    def extra_measurements(self, model: Any, data: DataBundle, device: Any) -> dict[str, float]:
-        """Figures beyond the common ones (e.g. decode tokens/s), for a PyTorch variant; {} when none."""
+    def extra_measurements(self, model: Any, data: DataBundle, device: Any, budget: Any = None,
+                           check: Check = None) -> dict[str, Any]:
+        """Figures beyond the common ones (e.g. decode tokens/s and its interval), for a PyTorch variant, timed
+        within the measuring ``budget`` (a ``TimingBudget``; None: the default); {} when none."""
         return {}
 
     def export_onnx(self, model: Any, example: torch.Tensor, path: Path, *,

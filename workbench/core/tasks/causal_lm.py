@@ -83,15 +83,17 @@ class CausalLMTask(Task):
         logits = _logits(output)
         return F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), label_smoothing=label_smoothing)
 
-    def extra_measurements(self, model: Any, data: DataBundle, device: Any) -> dict[str, float]:
-        """``decode_tokens_per_s``: greedy generation with a KV cache at batch 1, for the workbench's LM wrapper."""
+    def extra_measurements(self, model: Any, data: DataBundle, device: Any, budget: Any = None,
+                           check: Check = None) -> dict[str, Any]:
+        """``decode_tokens_per_s`` with its 95% interval (``decode_tokens_per_s_ci``): greedy generation with a KV
+        cache at batch 1, timed within the measuring budget, for the workbench's LM wrapper."""
         from workbench.core.lm import is_language_model
-        from workbench.core.lm.generate import decode_tokens_per_s
+        from workbench.core.lm.generate import measure_decode
 
         if not is_language_model(model):
             return {}
         prompt = data.example_batch(1)[0, :DECODE_PROMPT_TOKENS].tolist()
-        return {"decode_tokens_per_s": decode_tokens_per_s(model, prompt, DECODE_NEW_TOKENS)}
+        return measure_decode(model, prompt, DECODE_NEW_TOKENS, budget, check).metrics()
 
     def export_onnx(self, model: Any, example: torch.Tensor, path: Path, *,
                     verify_batches: list[torch.Tensor] | None = None, **options: Any) -> Any:

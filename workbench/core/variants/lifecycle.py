@@ -92,7 +92,7 @@ def measure_model(model: Any, how: Measuring, *, split: str = "test", check: Che
         metrics.update(latency.metrics("latency_ms"))
         if not is_onnx(model):
             metrics.update(m.latency_torch(model, batch, device, how.budget, check).metrics("latency_torch_ms"))
-            metrics.update(task.extra_measurements(model, how.data, device))
+            metrics.update(task.extra_measurements(model, how.data, device, how.budget, check))
     finally:
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
