@@ -1,7 +1,8 @@
-"""Our train job's loop against a plain PyTorch loop: same model, data, batch size and seed, one run.
+"""Our train job's loop against a plain PyTorch loop: same model, data, batch size and seed.
 
-Prints samples/s of each (median over epochs, training only: validation and saving are not timed in either)
-and their ratio. Target: ours within 3% of plain PyTorch (ratio >= 0.97).
+Prints samples/s of each (median over epochs, training only: validation and saving are not timed in either) for
+paired runs in alternating order, and the median of the per-pair ratios with its 95% bootstrap interval. Target:
+ours within 3% of plain PyTorch (ratio >= 0.97).
 """
 
 from __future__ import annotations
@@ -49,25 +50,32 @@ def our_loop(model_spec: str, dataset: str, epochs: int, batch_size: int, seed: 
     return [m["samples_per_s"] for _, m in outcome.history if "samples_per_s" in m]
 
 
-def main(epochs: int = 4, batch_size: int = 32, seed: int = 0) -> float:
+def main(epochs: int = 4, batch_size: int = 32, pairs: int = 6, seed: int = 0) -> float:
+    import numpy as np
+
     from workbench.core.data import load_dataset
     from workbench.core.models import build_zoo_model
+    from workbench.core.variants.timing import speedup_of
 
     data = load_dataset("digits", seed=seed)
-    torch.manual_seed(seed)
-    model = build_zoo_model("seed_cnn", data.info.input_shape, data.info.num_classes)
-    plain_loop(data, model, 1, batch_size, seed)  # warm-up (allocator, thread pools)
-    ours, plain = [], []
-    for _ in range(2):  # interleave so a noisy neighbour hurts both alike
+
+    def fresh():
         torch.manual_seed(seed)
-        model = build_zoo_model("seed_cnn", data.info.input_shape, data.info.num_classes)
-        plain += plain_loop(data, model, epochs, batch_size, seed)
-        ours += our_loop("zoo:seed_cnn", "digits", epochs, batch_size, seed)
-    p, o = statistics.median(plain), statistics.median(ours)
-    print(f"plain PyTorch loop: {p:8.0f} samples/s (median of {len(plain)} epochs)")
-    print(f"workbench train:    {o:8.0f} samples/s (median of {len(ours)} epochs)")
-    print(f"ratio ours/plain:   {o / p:8.3f}  (target >= 0.97)")
-    return o / p
+        return build_zoo_model("seed_cnn", data.info.input_shape, data.info.num_classes)
+
+    plain_loop(data, fresh(), 1, batch_size, seed)  # warm-up (allocator, thread pools)
+    ours, plain = [], []
+    for i in range(pairs):  # paired, in alternating order (ABBA): a noisy neighbour hurts both alike
+        runs = [lambda: plain.append(statistics.median(plain_loop(data, fresh(), epochs, batch_size, seed))),
+                lambda: ours.append(statistics.median(our_loop("zoo:seed_cnn", "digits", epochs, batch_size, seed)))]
+        for run in runs if i % 2 == 0 else runs[::-1]:
+            run()
+    ratio = speedup_of(1 / np.asarray(ours), 1 / np.asarray(plain), "plain")
+    print(f"plain PyTorch loop: {statistics.median(plain):8.0f} samples/s {[round(r) for r in plain]}")
+    print(f"workbench train:    {statistics.median(ours):8.0f} samples/s {[round(r) for r in ours]}")
+    print(f"ratio ours/plain:   {ratio.ratio:8.3f}  95% CI [{ratio.ci[0]:.3f}, {ratio.ci[1]:.3f}], median of {pairs} "
+          f"pairs, each the median of {epochs} epochs (target >= 0.97)")
+    return ratio.ratio
 
 
 if __name__ == "__main__":
