@@ -229,3 +229,21 @@ def test_two_nodes_on_one_machine(tmp_path):
     assert sorted(p.name for p in (tmp_path / "node0" / "variants").iterdir()) == ["v0001", "v0002"]
     assert "node 1: step 1/1 train: starting 1 ranks" in follower_err
     assert not (tmp_path / "node1").exists()
+
+
+def test_a_language_model_trains_in_two_ranks_like_in_one(tmp_path):
+    """A language model's variant is a Hugging Face folder (config, tokenizer, weights): the ranks must get all
+    of it (they once got only the weights and failed with 'not a Hugging Face model folder'), rank 0 must save it
+    as such a folder, and the same global batches give the one-process run's perplexity."""
+    perplexity = {}
+    for nproc in (1, 2):
+        out = tmp_path / f"n{nproc}"
+        result = run_cli("--batch", "--model", "zoo:tiny_llama:hidden=32,layers=2,heads=2,kv_heads=1", "--dataset",
+                         "pydocs:seq_len=32", "--seed", "0", "--job", "train:max_steps=6,batch_size=4",
+                         "--nproc-per-node", str(nproc), "--out", str(out), "--json", timeout=400)
+        assert result.returncode == 0, result.stderr
+        step = json.loads(result.stdout)["steps"][-1]
+        assert step["status"] == "ok" and step["variant"] == "v0002" and step["task"] == "causal_lm"
+        assert {"config.json", "tokenizer.json", "model.safetensors"} <= {p.name for p in (out / "variants" / "v0002").iterdir()}
+        perplexity[nproc] = step["metrics"]["perplexity"]
+    assert perplexity[2] == pytest.approx(perplexity[1], rel=2e-3), perplexity

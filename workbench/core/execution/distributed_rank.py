@@ -39,7 +39,17 @@ EVENTS_FILE = "events.jsonl"
 RESULT_FILE = "result.json"
 MODEL_DIR = "model"
 ERRORS_DIR = "errors"
-_VARIANT_FILES = ("meta.json", "recipe.json", "model.safetensors", "model.pt2")
+
+
+def _variant_files(folder: Path) -> list[str]:
+    """The files a rank needs to load the variant: every file of its folder (a language model's config.json,
+    generation config and tokenizer beside its weights), less the ONNX exports of a PyTorch variant."""
+    if not folder.is_dir():
+        return []
+    meta = folder / "meta.json"
+    onnx = meta.exists() and json.loads(meta.read_text()).get("format") == "onnx"
+    return sorted(p.name for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and (onnx or p.suffix != ".onnx"))
 
 
 class SameOrderSampler(DistributedSampler):
@@ -192,11 +202,7 @@ def fetch_variant(variants_dir: str | None, variant_id: str | None, device: torc
             payload = [{"error": "no input variant given to rank 0"}]
         else:
             folder = Path(variants_dir) / variant_id
-            names = list(_VARIANT_FILES)
-            meta = folder / "meta.json"
-            if meta.exists() and json.loads(meta.read_text()).get("format") == "onnx":
-                names.append("model.onnx")
-            files = {n: (folder / n).read_bytes() for n in names if (folder / n).exists()}
+            files = {n: (folder / n).read_bytes() for n in _variant_files(folder)}
             payload = [{"id": variant_id, "files": files} if files else {"error": f"{folder}: no variant there"}]
     dist.broadcast_object_list(payload, src=0, device=device if dist.get_backend() == "nccl" else None)
     got = payload[0]
@@ -266,7 +272,7 @@ def _write_result(returned: Any, ctx: RankContext, job_name: str, out: Path, che
         model = check(returned, ctx.data, ctx.device, job_name)
         cpu = copy.deepcopy(model).cpu().eval()
         recipe = recipe_of(model)
-        if recipe is not None:
+        if recipe is not None or getattr(cpu, "is_causal_lm", False):  # a language model saves as an HF folder
             save_torch_model(cpu, folder, recipe)
         else:
             save_exported(cpu, folder, ctx.data.example_batch(8))
