@@ -108,6 +108,14 @@ def test_an_oversized_config_is_refused_before_allocating(tmp_path):
         check_memory(folder, cfg, available=1000)
 
 
+def test_zoo_tiny_llama_sizes_too_large_for_the_machine_are_refused_before_allocating(corpus):
+    """Sizes are options of the zoo model: hidden=16384, 200 layers (about 0.5T parameters) must be a one-line
+    error, not an allocation that the kernel's out-of-memory killer ends."""
+    data = load_dataset(f"text:{corpus}:seq_len=16")
+    with pytest.raises(InputError, match="zoo:tiny_llama: the config describes .* refused before allocating"):
+        load_model("zoo:tiny_llama:hidden=16384,layers=200,heads=128,kv_heads=128", data.info)
+
+
 def test_folder_problems_are_one_line_errors(tmp_path, corpus, hf_folder):
     data = load_dataset(f"text:{corpus}:seq_len=16,tokenizer={hf_folder}")
     with pytest.raises(InputError, match="no such file or folder"):

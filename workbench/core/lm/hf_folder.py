@@ -106,8 +106,9 @@ def available_memory() -> int | None:
         return None
 
 
-def check_memory(folder: Path, config: Any, available: int | None = None) -> int:
-    """Refuse a config too large for this machine before allocating; returns the parameter estimate."""
+def check_memory(folder: Path | str, config: Any, available: int | None = None) -> int:
+    """Refuse a config too large for this machine before allocating; returns the parameter estimate. ``folder``
+    names the model in the message (a folder, or ``zoo:tiny_llama``)."""
     params = estimate_params(config)
     need = params * BYTES_PER_PARAM
     available = available_memory() if available is None else available

@@ -111,6 +111,9 @@ def tiny_llama(input_shape: tuple[int, ...], num_classes: int, layers: int = 4, 
     transformers = quiet_transformers()
     config = tiny_llama_config(num_classes, input_shape[0], layers=layers, hidden=hidden, heads=heads,
                                kv_heads=kv_heads, ffn=ffn)
+    from workbench.core.lm.hf_folder import check_memory
+
+    check_memory("zoo:tiny_llama", config)  # sizes are options: refuse a model this machine cannot hold, unbuilt
     hf_model = transformers.LlamaForCausalLM(config).float()
     return CausalLM(hf_model, None, {"kind": LM_RECIPE_KIND, "source": "zoo:tiny_llama"})
 
