@@ -16,12 +16,17 @@ from PySide6.QtWidgets import QWidget
 from workbench.ui.trials_plot import TrialsScatter, trial_point
 
 PANELS = (("loss", "Loss"), ("accuracy", "Accuracy"), ("lr", "Learning rate"), ("throughput", "Samples / s"))
+# panels made when a run first logs such a metric, below the four: a language model's perplexity (log scale: it
+# falls from thousands to tens) and whatever else a job logs
+EXTRA_PANELS = {"perplexity": ("Perplexity (log scale)", True), "other": ("Other", False)}
 COLORS = ("#4C8BF5", "#F28E2B", "#59A14F", "#E15759", "#B07AA1", "#76B7B2", "#EDC948", "#FF9DA7")
 
 
 def panel_of(metric: str) -> str:
     """Which plot a metric name belongs to."""
     name = metric.lower()
+    if "perplexity" in name:
+        return "perplexity"
     if "loss" in name:
         return "loss"
     if "acc" in name:
@@ -81,10 +86,15 @@ class MetricsPlot(pg.GraphicsLayoutWidget):
     def _plot_for(self, metric: str) -> pg.PlotItem:
         key = panel_of(metric)
         if key not in self.plots:
-            plot = self.addPlot(row=2, col=0, colspan=2, title="Other")
+            title, log = EXTRA_PANELS[key]
+            plot = self.addPlot(row=self.next_row(), col=0, colspan=2, title=f"{title} · {self.job} #{self.run_id}")
             plot.showGrid(x=True, y=True, alpha=0.25)
+            plot.setLabel("bottom", "step")
             plot.disableAutoRange()
             plot.addLegend(offset=(-8, 8), labelTextSize="8pt")
+            plot.setLogMode(y=log)
+            plot._wb_log = log
+            self.titles[key] = title
             self.plots[key] = plot
         return self.plots[key]
 
@@ -94,9 +104,11 @@ class MetricsPlot(pg.GraphicsLayoutWidget):
             if s.item is not None:
                 s.plot.removeItem(s.item)  # also drops it from the legend
         self.series.clear()
-        other = self.plots.pop("other", None)
-        if other is not None:
-            self.removeItem(other)
+        for key in EXTRA_PANELS:
+            extra = self.plots.pop(key, None)
+            if extra is not None:
+                self.removeItem(extra)
+        self.titles = dict(PANELS)
         if self.trials is not None:
             self.trials.remove_from(self)
             self.trials = None
@@ -114,7 +126,7 @@ class MetricsPlot(pg.GraphicsLayoutWidget):
             point = trial_point(metrics)
             if point is not None:  # one trial of a search: a point of the trials plot, not a curve over steps
                 if self.trials is None:
-                    self.trials = TrialsScatter(self, row=3)
+                    self.trials = TrialsScatter(self, row=self.next_row())
                     self.trials.plot.setTitle(f"Trials · {self.job} #{self.run_id}")
                 self.trials.add(point)
                 return
@@ -124,7 +136,17 @@ class MetricsPlot(pg.GraphicsLayoutWidget):
                 series = self.series.get(name)
                 if series is None:
                     series = self.series[name] = _Series()
+                    if name == "tokens_per_s":  # a language model counts tokens, not samples
+                        self._retitle("throughput", "Tokens / s")
                 series.append(step, float(value))
+
+    def next_row(self) -> int:
+        """The first row below every panel shown (extra panels and the trials plot stack in arrival order)."""
+        return 1 + max((row for row, cells in self.ci.rows.items() if cells), default=-1)
+
+    def _retitle(self, key: str, title: str) -> None:
+        self.titles[key] = title
+        self.plots[key].setTitle(f"{title} · {self.job} #{self.run_id}")
 
     def redraw(self) -> None:
         """Update the changed curves (the timer calls it at 10 Hz)."""
@@ -153,8 +175,13 @@ class MetricsPlot(pg.GraphicsLayoutWidget):
         if not shown:
             return
         x_hi = max(float(s.x[s.n - 1]) for s in shown)
-        y_lo = min(float(np.min(s.y[: s.n])) for s in shown)
-        y_hi = max(float(np.max(s.y[: s.n])) for s in shown)
+        ys = [s.y[: s.n] for s in shown]
+        if getattr(plot, "_wb_log", False):  # a log axis's view range is in decades
+            ys = [np.log10(y[y > 0]) for y in ys if np.any(y > 0)]
+            if not ys:
+                return
+        y_lo = min(float(np.min(y)) for y in ys)
+        y_hi = max(float(np.max(y)) for y in ys)
         (vx_lo, vx_hi), (vy_lo, vy_hi) = plot.viewRange()
         fresh = getattr(plot, "_wb_fitted", False) is False
         if fresh or x_hi >= 0.95 * vx_hi:
