@@ -95,8 +95,11 @@ def test_story_train_second_job_cancel_failure_files(qtbot, window, tmp_path) ->
     # 3. cancel: no variant added
     pick(w, "train")
     find(w, QSpinBox, "param.epochs").setValue(500)
+    before = len(w.log_view.toPlainText().splitlines())
     find(w, QAbstractButton, "runButton").click()
-    qtbot.waitUntil(lambda: "started" in w.log_view.toPlainText().splitlines()[-1], timeout=60_000)
+    # any line after the click: the job may log (or a late event land) before the test looks at the last one
+    qtbot.waitUntil(lambda: any("train: started" in line
+                                for line in w.log_view.toPlainText().splitlines()[before:]), timeout=60_000)
     find(w, QAbstractButton, "cancelButton").click()
     qtbot.waitUntil(lambda: "cancelled, no variant added" in w.log_view.toPlainText(), timeout=30_000)
     qtbot.waitUntil(lambda: not w.controller.busy(), timeout=30_000)
