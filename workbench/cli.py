@@ -80,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (``workbench --list-models | head -1``): not an error of ours. Point stdout at
+        # /dev/null so the interpreter's final flush does not raise again (the Python docs' recipe, signal module)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # what a shell reports for a command ended by SIGPIPE
     except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback under --verbose
         if args.verbose:
             traceback.print_exc()

@@ -127,3 +127,16 @@ def test_pipeline_file_and_flags_override(tmp_path):
     bad.write_text('model = "zoo:mlp"\nbogus = 1\n')
     proc = run_cli("--batch", "--pipeline", str(bad), "--out", str(tmp_path / "o2"))
     assert proc.returncode == 2 and "unknown key 'bogus'" in _one_line_error(proc)
+
+
+def test_a_reader_that_stops_early_is_not_an_error():
+    """``workbench --list-models | grep -q x``: the closed pipe once printed 'error: BrokenPipeError'."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "workbench"
+    proc = subprocess.Popen([str(exe), "--list-models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the listing is written
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141 and err.decode().strip() == "", err.decode()
