@@ -204,6 +204,11 @@ def print_table(report: dict[str, Any]) -> None:
                       *(_fmt(c, m.get(c)) for c in columns))
     console = Console()
     console.print(table)
+    from workbench.core.report import generated_texts
+
+    for number, step, prompt, text in generated_texts(report):
+        console.print(f"step {number} ({step['job']}), prompt {prompt!r}:", style="bold")
+        console.print((prompt + text).rstrip(), markup=False, highlight=False, soft_wrap=True)
     console.print(f"report: {Path(report['workspace']) / 'report.json'}")
 
 

@@ -86,6 +86,17 @@ def columns_for(task: str | None) -> tuple[str, ...]:
     return COLUMNS
 
 
+def generated_texts(report: dict[str, Any]) -> list[tuple[int, dict[str, Any], str, str]]:
+    """(step number, step, prompt, continuation) of each step that wrote text (``generate:prompt=...``): the
+    text is what the user ran the step for, so the report and the console show it, not only report.json."""
+    out = []
+    for number, step in enumerate(report.get("steps", []), 1):
+        result = step.get("result") or {}
+        if isinstance(result.get("text"), str):
+            out.append((number, step, str(result.get("prompt") or ""), result["text"]))
+    return out
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     columns = columns_for(report.get("task"))
     lines = ["# Workbench report", "", f"- model: `{report.get('model')}`", f"- dataset: `{report.get('dataset')}`",
@@ -107,6 +118,12 @@ def render_markdown(report: dict[str, Any]) -> str:
     notes = [(s["job"], mark) for s in report["steps"] for mark in s.get("marks", [])]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {job}: {mark}" for job, mark in notes]
+    texts = generated_texts(report)
+    if texts:
+        lines += ["", "## Generated text", ""]
+        for number, step, prompt, text in texts:
+            lines += [f"Step {number} ({step['job']} on {step.get('variant') or step.get('parent')}), "
+                      f"prompt {prompt!r}:", "", "```text", (prompt + text).rstrip(), "```", ""]
     lines += ["", "## Plots", "", "![training curves](training_curves.png)", "",
               "![accuracy vs latency](pareto_latency.png)", "", "![accuracy vs size](pareto_size.png)", ""]
     return "\n".join(lines)
