@@ -4,6 +4,7 @@ perplexity), evaluate, generate, export; the jobs written for classifiers refuse
 from __future__ import annotations
 
 import pytest
+import torch
 
 from tests.core.lm.lm_helpers import make_corpus
 from tests.plugins.helpers import Bench
@@ -44,6 +45,22 @@ def test_gradient_accumulation_counts_optimizer_steps(bench):
     losses = [m for _, m in out.history if "loss" in m and "train_loss" not in m]
     assert len(losses) == 12  # three batches per step
     assert max(s for s, m in out.history if "loss" in m) == 4
+
+
+def test_bf16_autocast_trains_a_language_model_and_keeps_fp32_weights(bench):
+    """amp=bf16 on the CPU: the losses differ from fp32's (autocast really ran), perplexity still falls, and the
+    saved variant holds fp32 master weights (it reloads and measures like any other)."""
+    root = bench.add(SPEC)
+    before = bench.session.workspace.variant(root).metrics["perplexity"]
+    runs = {amp: bench.ok("train", root, max_steps=12, batch_size=8, lr=5e-3, amp=amp) for amp in ("off", "bf16")}
+    losses = {amp: [m["loss"] for _, m in out.history if "loss" in m and "train_loss" not in m]
+              for amp, out in runs.items()}
+    assert len(losses["off"]) == len(losses["bf16"]) == 12
+    assert losses["off"][0] == pytest.approx(losses["bf16"][0], rel=0.05) and losses["off"] != losses["bf16"]
+    after = bench.session.workspace.variant(runs["bf16"].variant).metrics["perplexity"]
+    assert after < 0.8 * before, (before, after)
+    model = bench.session.load_variant(runs["bf16"].variant, "cpu")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
 
 
 def test_generate_export_evaluate_work_and_classifier_jobs_refuse(bench, tmp_path):
