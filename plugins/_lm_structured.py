@@ -274,7 +274,7 @@ def prune_structured(ctx: JobContext, model: Any, amount: float, calibration: in
                 if inputs:  # the pruned block's outputs are the next block's inputs
                     inputs = [(_hidden(block(h, *a, **k)), a, k) for h, a, k in inputs]
                 kept = sorted(int(g) for g in groups)
-                rows[f"model.layers.{i}"] = {
+                rows[f"hf.model.layers.{i}"] = {  # the graph view's and prune_sensitivity's names
                     "heads_before": plan.heads, "heads_after": plan.heads_keep,
                     "kv_heads_before": plan.kv_heads, "kv_heads_after": plan.kv_keep,
                     "channels_before": plan.channels, "channels_after": plan.channels_keep,

@@ -46,7 +46,7 @@ class DropLayersJob(Job):
         before = sum(p.numel() for p in model.parameters())
         remove_blocks(model, dropped)
         after = sum(p.numel() for p in model.parameters())
-        names = [f"model.layers.{i}" for i in range(n)]
+        names = [f"hf.model.layers.{i}" for i in range(n)]  # as the graph view and prune_sensitivity name them
         ctx.result["blocks"] = {
             names[i]: {"influence": None if influence is None else round(float(influence[i]), 6),
                        "dropped": i in dropped}

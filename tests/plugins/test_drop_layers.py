@@ -39,9 +39,9 @@ def test_influence_drops_the_identity_like_block_and_generation_still_works(corp
     ctx = job_context(model, data, tmp_path, job_name="drop_layers")
     out = DropLayersJob(count=1, calibration=4).run(ctx)
     blocks = ctx.result["blocks"]
-    assert list(blocks) == ["model.layers.0", "model.layers.1", "model.layers.2"]
-    assert blocks["model.layers.1"] == {"influence": 0.0, "dropped": True}
-    assert all(blocks[f"model.layers.{i}"]["influence"] > 0 and not blocks[f"model.layers.{i}"]["dropped"]
+    assert list(blocks) == ["hf.model.layers.0", "hf.model.layers.1", "hf.model.layers.2"]
+    assert blocks["hf.model.layers.1"] == {"influence": 0.0, "dropped": True}
+    assert all(blocks[f"hf.model.layers.{i}"]["influence"] > 0 and not blocks[f"hf.model.layers.{i}"]["dropped"]
                for i in (0, 2))
     assert len(out.hf.model.layers) == 2 and out.hf.config.num_hidden_layers == 2
     assert [layer.self_attn.layer_idx for layer in out.hf.model.layers] == [0, 1]
@@ -59,8 +59,8 @@ def test_drop_through_the_runner_shrinks_saves_and_reloads(corpus, tmp_path):
         bench.session.bench_batch = 1
         root = bench.add(SPEC)
         out = bench.ok("drop_layers", root, count=2, criterion="last")
-        assert out.result["dropped"] == ["model.layers.1", "model.layers.2"]
-        assert out.result["blocks"]["model.layers.0"] == {"influence": None, "dropped": False}
+        assert out.result["dropped"] == ["hf.model.layers.1", "hf.model.layers.2"]
+        assert out.result["blocks"]["hf.model.layers.0"] == {"influence": None, "dropped": False}
         workspace = bench.session.workspace
         assert workspace.variant(out.variant).metrics["params"] < workspace.variant(root).metrics["params"]
         reloaded = load_model(str(bench.folder(out.variant)), bench.data.info).eval()

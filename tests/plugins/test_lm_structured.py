@@ -99,7 +99,7 @@ def test_heads_and_channels_really_go_with_their_kv_group(trained):
     assert r["params_after"] == sum(p.numel() for p in model.parameters()) < r["params_before"]
     assert r["param_ratio"] == pytest.approx(r["params_after"] / r["params_before"], abs=1e-4)
     assert r["heads"] == [8, 6] and r["kv_heads"] == [4, 3] and r["intermediate_size"] == [192, 144]
-    assert set(r["layers"]) == {"model.layers.0", "model.layers.1"}
+    assert set(r["layers"]) == {"hf.model.layers.0", "hf.model.layers.1"}
     for i, row in enumerate(r["layers"].values()):
         assert (row["heads_before"], row["heads_after"], row["channels_before"], row["channels_after"]) == \
             (8, 6, 192, 144)
