@@ -73,3 +73,21 @@ def test_the_variants_table_heads_its_quality_column_perplexity_for_a_language_m
     assert model.headerData(col, Qt.Orientation.Horizontal) == "perplexity"
     model.set_variants([SimpleNamespace(id="v0001", parent=None, job="load", marks=[], metrics={"accuracy": 0.9})])
     assert model.headerData(col, Qt.Orientation.Horizontal) == "accuracy"
+
+
+def test_the_variants_table_sorts_the_lowest_perplexity_first_as_the_best(qtbot):
+    """Sorting the quality column best-first (descending, as for accuracy) puts the lowest perplexity on top;
+    the row menu offers to re-measure perplexity, not accuracy."""
+    from PySide6.QtCore import Qt
+
+    from workbench.ui.variants_table import COLUMNS, VariantsTable
+
+    table = VariantsTable()
+    qtbot.addWidget(table)
+    table.set_variants([SimpleNamespace(id=vid, parent=None, job="load", marks=[], metrics={"perplexity": ppl})
+                        for vid, ppl in (("v0001", 4000.0), ("v0002", 90.0), ("v0003", 120.0))])
+    table.sortByColumn(COLUMNS.index("accuracy"), Qt.SortOrder.DescendingOrder)
+    assert [table.proxy.index(row, 0).data() for row in range(3)] == ["v0002", "v0003", "v0001"]
+    table.sortByColumn(COLUMNS.index("accuracy"), Qt.SortOrder.AscendingOrder)
+    assert [table.proxy.index(row, 0).data() for row in range(3)] == ["v0001", "v0003", "v0002"]
+    assert "(perplexity, size, latency)" in table.menu_for("v0002").actions()[0].text()

@@ -178,7 +178,7 @@ class VariantsTable(QTableView):
         """The row's context menu. Latency on a shared machine is noisy (other programs, a job training in the
         background): re-measuring when it is quiet replaces the stored figures."""
         menu = QMenu(self)
-        action = menu.addAction(f"Re-measure {variant_id} (accuracy, size, latency)")
+        action = menu.addAction(f"Re-measure {variant_id} ({self.source.quality_header}, size, latency)")
         action.setObjectName("remeasureAction")
         action.setToolTip("runs evaluate with record=true on this variant; the table and the Pareto plot update")
         action.triggered.connect(lambda: self.remeasure_requested.emit(variant_id))
