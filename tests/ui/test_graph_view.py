@@ -136,3 +136,36 @@ def test_wheel_zoom_and_fit(view, qtbot):
     s0 = view.transform().m11()
     view.zoom(2.0)
     assert view.transform().m11() == pytest.approx(2 * s0)
+
+
+def numbered_blocks(blocks: int, ops_per_block: int) -> Graph:
+    """input -> body.layers.0 ... body.layers.{blocks-1} (a chain of ops each) -> output, all inside ``body``."""
+    nodes = [Node("in", "Input", "x", "input")]
+    groups = {"g:body": Group("g:body", "body")}
+    for b in range(blocks):
+        gid = f"g:body.layers.{b}"
+        groups[gid] = Group(gid, f"body.layers.{b}", "g:body")
+        for k in range(ops_per_block):
+            nodes.append(Node(f"b{b}_{k}", "MatMul", f"body.layers.{b}/op{k}", "linear", params=4, parent=gid))
+            groups[gid].children.append(nodes[-1].id)
+    nodes.append(Node("out", "Output", "y", "output"))
+    return Graph(nodes, [Edge(a.id, b.id) for a, b in zip(nodes, nodes[1:])], groups, source="test")
+
+
+def test_a_big_graph_opens_with_its_repeated_blocks_folded_and_keeps_what_the_user_opens(view, qtbot):
+    big = numbered_blocks(4, 40)  # 162 nodes: a decoder-sized column
+    with qtbot.waitSignal(view.graph_shown, timeout=10_000):
+        view.set_graph(big)
+    assert view.collapsed() == {f"g:body.layers.{b}" for b in range(4)}
+    assert len(node_items(view)) == 6  # input, four blocks, output
+    with qtbot.waitSignal(view.graph_shown, timeout=10_000):
+        view.expand("g:body.layers.1")
+    with qtbot.waitSignal(view.graph_shown, timeout=10_000):
+        view.set_graph(numbered_blocks(4, 40))  # another variant of the same model: the user's choice stays
+    assert "g:body.layers.1" not in view.collapsed() and len(node_items(view)) == 5 + 40
+    with qtbot.waitSignal(view.graph_shown, timeout=10_000):
+        view.set_graph(numbered_blocks(3, 40))  # a new structure (a block dropped) opens folded again
+    assert view.collapsed() == {f"g:body.layers.{b}" for b in range(3)}
+    with qtbot.waitSignal(view.graph_shown, timeout=10_000):
+        view.set_graph(numbered_blocks(3, 4))  # small: drawn whole
+    assert view.collapsed() == set() and len(node_items(view)) == 14

@@ -14,6 +14,7 @@ from PySide6.QtCore import QObject, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QFontMetricsF, QPainter, QTransform
 from PySide6.QtWidgets import QGraphicsScene, QGraphicsView
 
+from workbench.core.graph.folding import default_collapsed
 from workbench.core.graph.ir import Edge, Graph, Node
 from workbench.core.graph.layout import Layout, layered_layout
 
@@ -124,8 +125,13 @@ class GraphView(QGraphicsView):
     # ---- loading -------------------------------------------------------------------------
     def set_graph(self, graph: Graph, diff: dict | None = None, heat: dict[str, float] | None = None) -> None:
         """Show ``graph``; big graphs are laid out in a worker and ``graph_shown`` comes later."""
+        same_structure = (self.graph is not None and set(self.graph.groups) == set(graph.groups)
+                          and [n.id for n in self.graph.nodes] == [n.id for n in graph.nodes])
         self.graph, self.diff, self.heat = graph, diff, heat
-        self._collapsed = {g for g in graph.groups if g in self._collapsed}
+        if same_structure:  # another variant of the same model: keep what the user folded and opened
+            self._collapsed = {g for g in graph.groups if g in self._collapsed}
+        else:  # a new structure opens readable: a decoder as embedding, N blocks, head
+            self._collapsed = default_collapsed(graph)
         self._rebuild()
 
     def set_heat_by_name(self, values: dict[str, float]) -> int:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .folding import group_plumbing
 from .ir import Edge, Graph, Group, Node, categorize
 
 # torch.export keeps its dispatch-mode stack per process, not per thread: two exports at once on two threads (the
@@ -312,13 +313,13 @@ def graph_from_torch(model: nn.Module, example_input: torch.Tensor | tuple) -> G
     try:
         try:
             with _EXPORT_LOCK:
-                return _from_export(model, example, batch)
+                return group_plumbing(_from_export(model, example, batch))
         except Exception as exc:  # noqa: BLE001 - any export failure falls back to fx
             why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
         try:
             g = _from_fx(model, example, batch)
             g.note = f"torch.export failed ({why}); showing the torch.fx trace"
-            return g
+            return group_plumbing(g)
         except Exception as exc:  # noqa: BLE001 - and fx failures fall back to the module tree
             why = f"{why}; fx: {type(exc).__name__}"
         return _from_hooks(model, example, batch, why)
