@@ -179,6 +179,16 @@ def test_the_graph_view_colours_a_decoder_by_its_heat(qtbot, wanda, trained):
         view.set_graph(graph_from_torch(_fresh(trained), trained[1].example_batch(1)))
     heat = wanda.result["heat"]
     assert view.set_heat_by_name(heat) == len(heat)
+    # the decoder opens folded: each layer's block shows its hottest projection
+    layers = sorted(g for g in view.collapsed() if g.startswith("g:hf.model.layers."))
+    assert layers, view.collapsed()
+    blocks = {item.node.name: item.heat for item in view.node_items()}
+    for gid in layers:
+        name = gid.removeprefix("g:")
+        assert blocks[name] == pytest.approx(max(v for n, v in heat.items() if n.startswith(name + ".")))
+    for gid in view.collapsed():  # opened, each Linear node takes its own value
+        with qtbot.waitSignal(view.graph_shown, timeout=30_000):
+            view.expand(gid)
     heats = {item.node.name: item.heat for item in view.node_items()}
     assert all(heats[n] == pytest.approx(v) for n, v in heat.items())
     assert heats["hf.model.embed_tokens"] is None

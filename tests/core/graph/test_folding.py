@@ -61,3 +61,30 @@ def test_a_small_cnn_opens_expanded():
     assert len(repeated_blocks(g)) >= 2  # its stages' blocks are numbered ...
     assert default_collapsed(g) == set()  # ... but 70 nodes read fine expanded
     assert not any(gid.endswith("/masks") for gid in g.groups)
+
+
+def test_an_exported_and_an_int4_decoder_fold_by_the_exporters_module_paths(tmp_path):
+    """ONNX from the dynamo exporter records each node's module path: the graph gets the same blocks as the torch
+    view, and an int4 variant's MatMulNBits (which lost that record in the rewrite) land in their layer."""
+    from workbench.core.graph import graph_from_onnx
+    from workbench.core.lm.export import export_language_model
+    from workbench_plugins._lm_quant import Settings, quantize
+
+    model, _ = _decoder_graph("llama", layers=2)
+    fp32, int4 = tmp_path / "fp32.onnx", tmp_path / "int4.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export_language_model(model, torch.randint(0, 300, (1, 16)), fp32)
+    quantize(fp32, int4, Settings(bits=4, group_size=32))
+    for path in (fp32, int4):
+        g = graph_from_onnx(path)
+        assert repeated_blocks(g) == ["hf.model.layers.0", "hf.model.layers.1"], path.name
+        folded = default_collapsed(g, big=50)
+        shown = [n for n in g.nodes if not any(a in folded for a in g.ancestors(n))]
+        assert [n.op for n in shown][0] == "Input" and len(shown) <= 6, [(n.op, n.name) for n in shown]
+    nbits = [n for n in graph_from_onnx(int4).nodes if n.op == "MatMulNBits"]
+    assert len(nbits) == 15  # 7 projections per layer and the head
+    assert sum(n.parent == "hf.model.layers.0" for n in nbits) == 7
+    assert sum(n.parent == "hf.model.layers.1" for n in nbits) == 7
+    head = [n for n in nbits if n.parent is None]
+    assert len(head) == 1  # the head feeds the output: it stays at the top

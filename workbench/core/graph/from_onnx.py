@@ -9,6 +9,7 @@ Hierarchy comes from the exporter's node-name paths ("/layer1/layer1.0/conv1/Con
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import onnx
@@ -152,6 +153,20 @@ def _group_of(name: str) -> list[str]:
     return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
+def _scopes_of(node: onnx.NodeProto) -> list[str] | None:
+    """The module path torch's dynamo exporter records on a node (``pkg.torch.onnx.name_scopes``: '', 'hf',
+    'hf.model', 'hf.model.layers.0', ..., then the op), as the blocks enclosing it; None where it did not."""
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            try:
+                scopes = ast.literal_eval(prop.value)
+            except (ValueError, SyntaxError):
+                return None
+            if isinstance(scopes, list) and all(isinstance(x, str) for x in scopes):
+                return [x for x in scopes[:-1] if x]
+    return None
+
+
 def graph_from_onnx(model: onnx.ModelProto | str | Path, infer_shapes: bool = True) -> Graph:
     """Build the IR of an ONNX model (a proto or a path; external weight data is not loaded)."""
     if not isinstance(model, onnx.ModelProto):
@@ -182,8 +197,12 @@ def graph_from_onnx(model: onnx.ModelProto | str | Path, infer_shapes: bool = Tr
     const = set(init_size)  # initializers and what is computed from them alone (Dequantize...)
     names_seen: set[str] = set()
     pending_refs: list[tuple[str, list[str]]] = []
+    scopes: dict[str, list[str]] = {}  # node id -> module path, where the exporter recorded one
     for i, n in enumerate(g.node):
         nid = f"n{i}"
+        recorded = _scopes_of(n)
+        if recorded is not None:
+            scopes[nid] = recorded
         name = n.name or f"{n.op_type}_{i}"
         if name in names_seen:
             name = f"{name}_{i}"
@@ -231,16 +250,41 @@ def graph_from_onnx(model: onnx.ModelProto | str | Path, infer_shapes: bool = Tr
         if vi.name in producer:
             edges.append(Edge(producer[vi.name], nid, vi.name, shape.get(vi.name)))
 
-    graph = Graph(nodes, edges, _groups_from_names(nodes), source="onnx", note=note)
+    if scopes:
+        _place_unscoped(nodes, edges, scopes)
+    graph = Graph(nodes, edges, _groups_from_names(nodes, scopes), source="onnx", note=note)
     return graph
 
 
-def _groups_from_names(nodes: list[Node]) -> dict[str, Group]:
-    """Blocks from name paths; a prefix becomes a group only when it holds two nodes or more."""
+def _place_unscoped(nodes: list[Node], edges: list[Edge], scopes: dict[str, list[str]]) -> None:
+    """Nodes a quantizer or optimizer rewrote lose the exporter's module path (an int4 variant's MatMulNBits):
+    each goes into the deepest block that all its neighbours share (a q_proj between the layer's norm and its
+    attention lands in that layer; the head, feeding the output, stays at the top)."""
+    neighbours: dict[str, list[str]] = {}
+    for e in edges:
+        neighbours.setdefault(e.src, []).append(e.dst)
+        neighbours.setdefault(e.dst, []).append(e.src)
+    for n in nodes:
+        if n.id in scopes or n.op in ("Input", "Output"):
+            continue
+        paths = [scopes.get(other, []) for other in neighbours.get(n.id, [])]
+        common: list[str] = []
+        for level in zip(*paths) if paths else ():
+            if any(x != level[0] for x in level):
+                break
+            common.append(level[0])
+        scopes[n.id] = common
+
+
+def _groups_from_names(nodes: list[Node], scopes: dict[str, list[str]] | None = None) -> dict[str, Group]:
+    """Blocks from the recorded module paths (dynamo exporter) or else from name paths (TorchScript exporter's
+    "/a/a.0/conv/Conv"); a prefix becomes a group only when it holds two nodes or more."""
     count: dict[str, int] = {}
     paths: dict[str, list[str]] = {}
     for n in nodes:
-        p = _group_of(n.name)
+        p = (scopes or {}).get(n.id)
+        if p is None:
+            p = _group_of(n.name)
         paths[n.id] = p
         for prefix in p:
             count[prefix] = count.get(prefix, 0) + 1
