@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -114,3 +116,26 @@ def test_dataset_listing_and_task():
     assert any(s.startswith("text:FILE") for s in specs) and any(s.startswith("pydocs") for s in specs)
     assert dataset_task("pydocs") == dataset_task("text:x.txt:seq_len=8") == "causal_lm"
     assert dataset_task("digits") == dataset_task("text_csv:a.csv") == dataset_task("") == "classification"
+
+
+def test_pydocs_is_built_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    """The corpus is read from the standard library once and cached per Python; a damaged cache file is rebuilt."""
+    from workbench.core.data import corpus
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    builds: list[Path] = []
+
+    def build(root, progress):
+        builds.append(root)
+        return "Return the docstring.\nA second line.\n"
+
+    monkeypatch.setattr(corpus, "build_pydocs", build)
+    said: list[str] = []
+    first = corpus.pydocs_text(said.append)
+    cached = list((tmp_path / "cache").rglob("pydocs-*.txt"))
+    assert first == "Return the docstring.\nA second line.\n" and len(builds) == 1 and len(cached) == 1
+    assert any("cached in" in line for line in said)
+    assert corpus.pydocs_text(said.append) == first and len(builds) == 1  # read back, not rebuilt
+    cached[0].write_bytes(b"\xff\xfe not utf-8")
+    assert corpus.pydocs_text(said.append) == first and len(builds) == 2  # damaged: rebuilt
+    assert cached[0].read_text(encoding="utf-8") == first

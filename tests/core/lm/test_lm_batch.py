@@ -25,6 +25,10 @@ def test_train_then_generate_in_batch_mode(tmp_path):
     root = next(v for v in report["variants"] if v["id"] == "v0001")["metrics"]
     assert train["metrics"]["perplexity"] < 0.5 * root["perplexity"], (root["perplexity"], train["metrics"])
     assert 0.0 <= train["metrics"]["token_accuracy"] <= 1.0 and train["metrics"]["decode_tokens_per_s"] > 0
+    # the prefill speed-up against the parent, measured paired, with its interval (contract section 8)
+    speedup = train["speedup"]
+    assert speedup["vs"] == "v0001" and speedup["ci"][0] <= speedup["ratio"] <= speedup["ci"][1]
+    assert isinstance(speedup["significant"], bool) and "speedup" not in train["metrics"]
 
     # generate makes no variant; its text is in the step's result ...
     assert generate["variant"] == "v0002" and generate["parent"] == "v0002"
