@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "py:FILE.py:NAME | stack:LAYER;LAYER;... (docs/BUILDING.md)")
     p.add_argument("--weights", help="trained weights for a zoo: or py: model (.safetensors or state-dict .pt)")
     p.add_argument("--dataset", help="digits[:size=8|28] | synthetic[:k=v] | mnist:DIR | fashion_mnist:DIR | "
-                                     "cifar10:DIR | folder:DIR | csv:FILE | text_csv:FILE (default digits)")
+                                     "cifar10:DIR | folder:DIR | csv:FILE | text_csv:FILE | text:FILE | pydocs "
+                                     "(default: a reopened workspace's own, pydocs for a language model, else "
+                                     "digits)")
     p.add_argument("--job", action="append", default=[], metavar="NAME[:k=v,...]", help="a job step; repeatable")
     p.add_argument("--pipeline", help="a TOML pipeline file (flags override it)")
     p.add_argument("--out", help="workspace and report folder (default ./runs/<timestamp>)")

@@ -80,3 +80,31 @@ def test_a_failed_run_says_why_without_writing_text(qtbot):
     panel.on_event(finished(1, "v0001", "", status="failed", error="generate needs a language model"))
     assert panel.output.toPlainText() == ""
     assert "needs a language model" in panel.status.text()
+
+
+def test_a_language_model_opened_into_a_classifier_workspace_gets_its_own(qtbot, tmp_path):
+    """File > Open model with an HF folder (or its config.json) in the demo's digits workspace: the folder is the
+    model, and it opens in a new workspace on a corpus rather than failing against digits."""
+    import json
+
+    from PySide6.QtCore import QSettings
+
+    from workbench.ui import file_actions
+
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)  # the recent-files list goes to the test's folder
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
+    from workbench.ui.controller import default_dataset, needs_own_workspace
+
+    folder = tmp_path / "llama"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    assert needs_own_workspace(str(folder), "digits") and needs_own_workspace("zoo:tiny_llama", "digits:size=8")
+    assert needs_own_workspace("zoo:mlp", "pydocs")
+    assert not needs_own_workspace("zoo:mlp", "digits") and not needs_own_workspace(str(folder), "text:a.txt")
+    assert default_dataset(str(folder)) == "pydocs" and default_dataset("zoo:seed_cnn") == "digits"
+
+    added: list[str] = []
+    window = SimpleNamespace(controller=SimpleNamespace(add_model=added.append),
+                             log_view=SimpleNamespace(add=lambda _line: None))
+    file_actions.load_model_path(window, str(folder / "config.json"))
+    assert added == [str(folder.resolve())]

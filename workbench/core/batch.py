@@ -20,13 +20,31 @@ def default_out() -> Path:
     return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
 
 
+def default_dataset(pipe: Pipeline) -> str:
+    """The dataset when the pipeline names none: a reopened workspace keeps its own; a language model learns the
+    built-in corpus (pydocs); anything else the demo's digits."""
+    from workbench.core.models.loading import is_language_model_spec
+
+    if pipe.out and (Path(pipe.out) / "workspace.sqlite").is_file():
+        from workbench.core.workspace import Workspace
+
+        ws = Workspace(Path(pipe.out))
+        try:
+            named = ws.info("dataset")
+        finally:
+            ws.close()
+        if named:
+            return str(named)
+    return "pydocs" if pipe.model and is_language_model_spec(pipe.model) else "digits"
+
+
 def session_spec(pipe: Pipeline, trust: bool = False) -> Any:
     """The session a pipeline runs in: its workspace (``--out``), dataset, seed, device and latency batch."""
     from workbench.core.data.corpus import lm_dataset_spec
     from workbench.core.execution.session import SessionSpec
     from workbench.core.tasks import default_bench_batch
 
-    dataset = lm_dataset_spec(pipe.dataset, pipe.model)  # a corpus gets the model folder's own tokenizer
+    dataset = lm_dataset_spec(pipe.dataset or default_dataset(pipe), pipe.model)  # a corpus: the model's tokenizer
     bench = pipe.bench_batch or default_bench_batch(dataset)
     return SessionSpec(str(pipe.out or default_out()), dataset, pipe.seed, bench, trust, pipe.device)
 
@@ -120,6 +138,7 @@ def run_batch(pipe: Pipeline, *, trust: bool = False, as_json: bool = False, qui
     if not pipe.steps:
         raise InputError("no job to run: give --job NAME[:k=v,...] or a --pipeline file")
     validate_steps(pipe.steps)
+    pipe.dataset = pipe.dataset or default_dataset(pipe)
     session = open_spec(session_spec(pipe, trust))
     runner = Runner(session, executor="inline" if inline or os.environ.get("WORKBENCH_INLINE") else "process",
                     launch=launch)
@@ -233,6 +252,7 @@ def run_distributed_batch(pipe: Any, args: Any) -> int:
     from workbench.core.jobs.registry import registry
 
     options = options_from_args(args)
+    pipe.dataset = pipe.dataset or default_dataset(pipe)
     parallel = []
     for step in pipe.steps:
         if supports_processes(registry().load(step.job)):

@@ -23,7 +23,7 @@ class Step:
 @dataclass
 class Pipeline:
     model: str | None = None
-    dataset: str = "digits"
+    dataset: str | None = None  # None: the reopened workspace's, pydocs for a language model, else digits
     weights: str | None = None
     device: str = "auto"
     seed: int = 0

@@ -70,6 +70,24 @@ def _limit_torch_threads() -> None:
     torch.set_num_threads(max(1, min(torch.get_num_threads(), cores - 1)))
 
 
+def default_dataset(model: str | None) -> str:
+    """A new workspace's data when none is named: the built-in corpus for a language model, else the demo's."""
+    from workbench.core.models.loading import is_language_model_spec
+
+    return "pydocs" if model and is_language_model_spec(model) else DEMO_DATASET
+
+
+def needs_own_workspace(model: str, dataset_spec: str) -> bool:
+    """A language model opened into a classifier's workspace (or a zoo classifier into a corpus one) cannot share
+    its dataset: it opens in a workspace of its own instead of failing."""
+    from workbench.core.data import dataset_task
+    from workbench.core.models.loading import is_language_model_spec
+
+    lm_data = dataset_task(dataset_spec) == "causal_lm"
+    lm_model = is_language_model_spec(model)
+    return (lm_model and not lm_data) or (lm_data and model.startswith("zoo:") and not lm_model)
+
+
 def _open_session(workspace: Path, model: str | None, dataset: str | None, trust: bool, device: str,
                   before_measuring: Any = None) -> tuple[Any, Any]:
     """The session and its runner (the job worker process started), and ``model`` opened as a root variant in
@@ -81,7 +99,7 @@ def _open_session(workspace: Path, model: str | None, dataset: str | None, trust
 
     ws = Workspace(workspace)
     existing = ws.variants()
-    dataset = dataset or ws.info("dataset") or (existing[0].dataset if existing else "") or DEMO_DATASET
+    dataset = dataset or ws.info("dataset") or (existing[0].dataset if existing else "") or default_dataset(model)
     ws.close()
     from workbench.core.data.corpus import lm_dataset_spec
     from workbench.core.tasks import default_bench_batch
@@ -221,6 +239,10 @@ class Controller(QObject):
             self.open(None, model, None)
             return
         session, runner = self.session, self.runner
+        if needs_own_workspace(model, session.dataset_spec):
+            self.session_opening.emit(f"{model} does not fit {session.dataset_spec}: opening it in a new workspace")
+            self.open(None, model, None)
+            return
         self.session_opening.emit(f"loading {model} ...")
 
         def work() -> Any:

@@ -12,7 +12,8 @@ from typing import Any
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QFileDialog
 
-MODEL_FILTER = "Models (*.onnx *.pt2 *.pt *.pth *.py *.keras *.h5);;All files (*)"
+MODEL_FILTER = ("Models (*.onnx *.pt2 *.pt *.pth *.py *.keras *.h5 config.json);;"
+                "Hugging Face folder: its config.json (config.json);;All files (*)")
 MAX_RECENT = 10
 
 
@@ -41,6 +42,9 @@ def fill_recent(window: Any) -> None:
 def load_model_path(window: Any, path: str) -> None:
     """A model file, ``zoo:`` spec or workspace folder: open it (a workspace) or add it as a new root."""
     target = Path(path)
+    if target.name == "config.json" and target.is_file():
+        target = target.parent  # a Hugging Face checkpoint is its folder: config, weights and tokenizer together
+        path = str(target)
     if target.is_dir() and (target / "workspace.sqlite").exists():
         remember(str(target))
         window.controller.open(target)
@@ -55,6 +59,13 @@ def open_model(window: Any) -> None:
     path, _ = QFileDialog.getOpenFileName(window, "Open model", "", MODEL_FILTER)
     if path:
         load_model_path(window, path)
+
+
+def open_model_folder(window: Any) -> None:
+    """A Hugging Face checkpoint folder (config.json, safetensors shards, tokenizer files), or a variant folder."""
+    folder = QFileDialog.getExistingDirectory(window, "Open a Hugging Face model folder")
+    if folder:
+        load_model_path(window, folder)
 
 
 def new_workspace(window: Any) -> None:

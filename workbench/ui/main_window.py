@@ -136,6 +136,8 @@ class MainWindow(QMainWindow):
         self._action(file, "Open workspace...", lambda: file_actions.open_workspace(self), "Ctrl+Shift+O")
         self._action(file, "Open model...", lambda: file_actions.open_model(self), QKeySequence.StandardKey.Open,
                      "open_model")
+        self._action(file, "Open Hugging Face folder...", lambda: file_actions.open_model_folder(self),
+                     "Ctrl+Shift+H", "open_model_folder")
         self.recent_menu = file.addMenu("Recent files")
         self.recent_menu.aboutToShow.connect(lambda: file_actions.fill_recent(self))
         file.addSeparator()

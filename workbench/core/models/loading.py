@@ -94,6 +94,24 @@ def load_model(spec: str, info: DatasetInfo, *, weights: str | None = None, trus
     return _fit_language_model(model, info, spec)
 
 
+def is_language_model_spec(spec: str) -> bool:
+    """Whether ``spec`` names a language model, read without building it: a zoo model taking tokens, a Hugging Face
+    folder (``hf:DIR``, ``DIR`` with config.json) or a language-model variant folder (it keeps a config.json)."""
+    if spec.startswith("zoo:"):
+        from workbench.core.models.zoo import list_models
+
+        name = spec[4:].split(":", 1)[0]
+        entry = next((e for e in list_models() if e.name == name), None)
+        return entry is not None and "tokens" in entry.input_kinds
+    if spec.startswith(("py:", "stack:")):
+        return False
+    folder = Path(spec[3:] if spec.startswith("hf:") else spec).expanduser()
+    try:
+        return folder.is_dir() and (folder / "config.json").is_file()
+    except OSError:
+        return False
+
+
 def _is_hf_folder(spec: str) -> bool:
     if spec.startswith(("zoo:", "py:", "stack:")):
         return False
