@@ -63,6 +63,24 @@ def test_bf16_autocast_trains_a_language_model_and_keeps_fp32_weights(bench):
     assert {p.dtype for p in model.parameters()} == {torch.float32}
 
 
+def test_optimize_searches_a_language_model_by_perplexity_to_a_size_target(bench):
+    """optimize on a language model: the quality is perplexity (a relative rise bounds it), its recipes drop
+    blocks and quantize weights; a size target (deterministic, unlike latency) is met within the budget."""
+    root = bench.add("zoo:tiny_llama:hidden=32,layers=2,heads=2,kv_heads=1")
+    before = bench.session.workspace.variant(root).metrics
+    out = bench.ok("optimize", root, target="size", size_ratio=2.0, max_drop=0.05, trials=6, seed=0)
+    r = out.result
+    assert r["target"]["quality"] == "perplexity" and r["target"]["input_perplexity"] == pytest.approx(
+        before["perplexity"], rel=1e-6)
+    best = r["best"]
+    assert best["met"], r["trials"]
+    assert before["size_bytes"] / best["size_bytes"] >= 2.0
+    assert best["perplexity"] <= 1.05 * before["perplexity"]
+    assert all("accuracy" not in t for t in r["trials"])
+    winner = bench.session.workspace.variant(out.variant).metrics
+    assert winner["size_bytes"] == best["size_bytes"] and "perplexity" in winner
+
+
 def test_generate_export_evaluate_work_and_classifier_jobs_refuse(bench, tmp_path):
     root = bench.add(SPEC)
     out = bench.ok("generate", root, prompt="The model", max_new_tokens=6)
