@@ -39,3 +39,16 @@ def test_the_default_follows_the_model_then_the_workspace(hf_dir, tmp_path):
     # reopening a corpus workspace without --dataset keeps its corpus, whatever the new model
     assert default_dataset(Pipeline(model="zoo:mlp", out=str(tmp_path / "ws"))) == "text:/data/corpus.txt:seq_len=64"
     assert default_dataset(Pipeline(out=str(tmp_path / "ws"))) == "text:/data/corpus.txt:seq_len=64"
+
+
+def test_a_relative_dataset_path_is_stored_absolute(tmp_path, monkeypatch):
+    """A workspace stores its dataset spec and a saved pipeline replays it: `text:c.txt` must still name the same
+    file when reopened from another folder."""
+    from workbench.core.data.specs import with_absolute_path
+
+    (tmp_path / "c.txt").write_text("some text\n")
+    monkeypatch.chdir(tmp_path)
+    assert with_absolute_path("text:c.txt:seq_len=32") == f"text:{tmp_path / 'c.txt'}:seq_len=32"
+    assert with_absolute_path("text:c.txt") == f"text:{tmp_path / 'c.txt'}"
+    for unchanged in ("digits:size=8", "pydocs", "text:missing.txt", f"csv:{tmp_path / 'c.txt'}", "bad spec!"):
+        assert with_absolute_path(unchanged) == unchanged

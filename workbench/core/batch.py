@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from workbench.core.data.specs import with_absolute_path
 from workbench.core.errors import InputError, WorkbenchError
 from workbench.core.jobs.events import FINISHED, LOG, METRIC, PROGRESS, STARTED, JobEvent
 from workbench.core.pipeline import Pipeline, validate_steps
@@ -44,7 +45,8 @@ def session_spec(pipe: Pipeline, trust: bool = False) -> Any:
     from workbench.core.execution.session import SessionSpec
     from workbench.core.tasks import default_bench_batch
 
-    dataset = lm_dataset_spec(pipe.dataset or default_dataset(pipe), pipe.model)  # a corpus: the model's tokenizer
+    dataset = with_absolute_path(pipe.dataset or default_dataset(pipe))  # stored: must hold from any folder
+    dataset = lm_dataset_spec(dataset, pipe.model)  # a corpus is tokenized by the model folder's tokenizer
     bench = pipe.bench_batch or default_bench_batch(dataset)
     return SessionSpec(str(pipe.out or default_out()), dataset, pipe.seed, bench, trust, pipe.device)
 
@@ -138,7 +140,7 @@ def run_batch(pipe: Pipeline, *, trust: bool = False, as_json: bool = False, qui
     if not pipe.steps:
         raise InputError("no job to run: give --job NAME[:k=v,...] or a --pipeline file")
     validate_steps(pipe.steps)
-    pipe.dataset = pipe.dataset or default_dataset(pipe)
+    pipe.dataset = with_absolute_path(pipe.dataset or default_dataset(pipe))
     session = open_spec(session_spec(pipe, trust))
     runner = Runner(session, executor="inline" if inline or os.environ.get("WORKBENCH_INLINE") else "process",
                     launch=launch)
@@ -252,7 +254,7 @@ def run_distributed_batch(pipe: Any, args: Any) -> int:
     from workbench.core.jobs.registry import registry
 
     options = options_from_args(args)
-    pipe.dataset = pipe.dataset or default_dataset(pipe)
+    pipe.dataset = with_absolute_path(pipe.dataset or default_dataset(pipe))
     parallel = []
     for step in pipe.steps:
         if supports_processes(registry().load(step.job)):

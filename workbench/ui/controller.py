@@ -102,9 +102,10 @@ def _open_session(workspace: Path, model: str | None, dataset: str | None, trust
     dataset = dataset or ws.info("dataset") or (existing[0].dataset if existing else "") or default_dataset(model)
     ws.close()
     from workbench.core.data.corpus import lm_dataset_spec
+    from workbench.core.data.specs import with_absolute_path
     from workbench.core.tasks import default_bench_batch
 
-    dataset = lm_dataset_spec(dataset, model)  # a corpus is tokenized by the model folder's own tokenizer
+    dataset = lm_dataset_spec(with_absolute_path(dataset), model)  # absolute: the workspace stores it
     session = open_session(SessionSpec(str(workspace), dataset, bench_batch=default_bench_batch(dataset), trust=trust,
                                        device=device))
     if inline_jobs():

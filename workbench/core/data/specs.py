@@ -5,7 +5,9 @@ Kept apart from the loaders so the CLI can validate a spec before any heavy impo
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 from workbench.core.errors import InputError
 
@@ -130,3 +132,24 @@ def no_path(spec: str, kind: str, path: str | None) -> None:
     """Reject a path for a kind that takes none (e.g. ``digits:foo``)."""
     if path is not None:
         raise InputError(f"bad dataset spec {spec!r}: {kind} takes no path, only options like {kind}:k=v")
+
+
+def with_absolute_path(spec: str) -> str:
+    """``spec`` with a relative path that exists made absolute (``text:c.txt:seq_len=32`` ->
+    ``text:/home/u/c.txt:seq_len=32``): the workspace stores its dataset spec and a saved pipeline replays it, so
+    reopening or replaying from another folder must find the same file."""
+    try:
+        _kind, path, _options = parse_spec(spec)
+    except InputError:
+        return spec  # load_dataset reports it
+    if not path or os.path.isabs(path):
+        return spec
+    resolved = Path(path).expanduser()
+    try:
+        if not resolved.exists():
+            return spec
+        resolved = resolved.resolve()
+    except OSError:
+        return spec
+    name, _, rest = spec.strip().partition(":")
+    return f"{name}:{resolved}{rest[len(path):]}"
