@@ -31,10 +31,11 @@ def _decoder_graph(arch: str, layers: int = 3):
         return model, graph_from_torch(model, torch.randint(0, 300, (1, 16)))
 
 
-@pytest.mark.parametrize("arch, body", [("llama", "hf.model"), ("gpt2", "hf.transformer")])
+@pytest.mark.parametrize("arch, body", [("llama", "hf.model"), ("gpt2", "hf.transformer"), ("phi3", "hf.model"),
+                                        ("gpt_neox", "hf.gpt_neox")])
 def test_a_decoder_opens_as_embedding_blocks_and_head(arch, body):
     model, g = _decoder_graph(arch)
-    blocks = ["layers" if arch == "llama" else "h"]
+    blocks = ["h" if arch == "gpt2" else "layers"]
     assert repeated_blocks(g) == [f"g:{body}.{blocks[0]}.{i}" for i in range(3)]
     masks = g.groups[f"g:{body}/masks"]
     assert masks.parent == f"g:{body}" and len(masks.children) >= 10
