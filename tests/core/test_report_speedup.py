@@ -104,3 +104,22 @@ def test_a_language_model_report_shows_perplexity_not_accuracy():
     header = next(line for line in text.splitlines() if line.startswith("| # |"))
     assert "perplexity" in header and "accuracy |" not in header.replace("token_accuracy", "")
     assert "41.50" in text and "812 ±20" in text  # decode speed with half its 95% interval
+
+
+def test_a_language_models_pareto_png_is_perplexity_lower_is_better(tmp_path):
+    """A causal_lm report plots perplexity on a log axis, its front taken lower-is-better; the classifier's
+    accuracy axis would have been empty (LM variants have no accuracy)."""
+    from types import SimpleNamespace
+
+    lms = [SimpleNamespace(id=vid, parent=None, job="load", marks=[],
+                           metrics={"perplexity": ppl, "latency_ms": ms, "size_bytes": 4096})
+           for vid, ppl, ms in (("v0001", 4000.0, 5.0), ("v0002", 120.0, 5.0), ("v0003", 130.0, 3.0),
+                                ("v0004", 200.0, 4.0))]
+    fig = pareto_figure(lms, "latency_ms", "latency", "perplexity")
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log" and "perplexity" in ax.get_ylabel()
+    (front,) = [line for line in ax.lines if line.get_label() == "Pareto front"]
+    assert sorted(zip(front.get_xdata(), front.get_ydata())) == [(3.0, 130.0), (5.0, 120.0)]
+    write_report(tmp_path, {"model": "zoo:tiny_llama", "dataset": "pydocs", "device": "cpu", "task": "causal_lm"},
+                 [], lms, {0: {"loss": [(1, 5.0), (2, 4.0)], "val_perplexity": [(2, 300.0)]}})
+    assert "![perplexity vs latency](pareto_latency.png)" in (tmp_path / "report.md").read_text()

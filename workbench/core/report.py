@@ -38,7 +38,7 @@ def write_report(out: Path, header: dict[str, Any], steps: list[dict[str, Any]],
                            for v in variants]}
     atomic_write_text(out / "report.json", json.dumps(report, indent=1, default=str))
     atomic_write_text(out / "report.md", render_markdown(report))
-    write_plots(out, steps, variants, histories)
+    write_plots(out, steps, variants, histories, header.get("task"))
     return report
 
 
@@ -124,27 +124,33 @@ def render_markdown(report: dict[str, Any]) -> str:
         for number, step, prompt, text in texts:
             lines += [f"Step {number} ({step['job']} on {step.get('variant') or step.get('parent')}), "
                       f"prompt {prompt!r}:", "", "```text", (prompt + text).rstrip(), "```", ""]
+    quality = _quality(report.get("task"))
     lines += ["", "## Plots", "", "![training curves](training_curves.png)", "",
-              "![accuracy vs latency](pareto_latency.png)", "", "![accuracy vs size](pareto_size.png)", ""]
+              f"![{quality} vs latency](pareto_latency.png)", "", f"![{quality} vs size](pareto_size.png)", ""]
     return "\n".join(lines)
 
 
 def write_plots(out: Path, steps: list[dict[str, Any]], variants: list[Variant],
-                histories: dict[int, dict[str, list[tuple[int, float]]]]) -> None:
+                histories: dict[int, dict[str, list[tuple[int, float]]]], task: str | None = None) -> None:
+    """Training curves and the two Pareto plots; a language model's are of perplexity (log axis, lower is
+    better), where a classifier's are of accuracy."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    quality = _quality(task)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for index, history in histories.items():
         job = steps[index]["job"] if index < len(steps) else "?"
-        for name, ax in (("loss", axes[0]), ("val_accuracy", axes[1])):
+        for name, ax in (("loss", axes[0]), (f"val_{quality}", axes[1])):
             points = history.get(name, [])
             if points:
                 ax.plot([p[0] for p in points], [p[1] for p in points], lw=1, label=f"step {index + 1}: {job}")
     axes[0].set_title("training loss")
-    axes[1].set_title("validation accuracy")
+    axes[1].set_title(f"validation {quality}")
+    if quality == "perplexity" and axes[1].lines:
+        _log_y(axes[1])
     for ax in axes:
         ax.set_xlabel("step")
         if ax.lines:
@@ -156,17 +162,33 @@ def write_plots(out: Path, steps: list[dict[str, Any]], variants: list[Variant],
     for index, history in histories.items():
         if history and index < len(steps):
             _step_plot(out / "plots" / f"step{index + 1}_{steps[index]['job']}.png", history, steps[index]["job"])
-    measured = [v for v in variants if "accuracy" in v.metrics and "latency_ms" in v.metrics]
+    measured = [v for v in variants if quality in v.metrics and "latency_ms" in v.metrics]
     for key, label, name in (("latency_ms", "latency (ms, onnxruntime, batch; bars: 95% interval)",
                               "pareto_latency.png"),
                              ("size_bytes", "ONNX size (KiB)", "pareto_size.png")):
-        fig = pareto_figure(measured, key, label)
+        fig = pareto_figure(measured, key, label, quality)
         _save(fig, out / name)
         plt.close(fig)
 
 
-def pareto_figure(measured: list[Variant], key: str, label: str) -> Any:
-    """Accuracy against ``key`` with the Pareto front; latencies get horizontal error bars (``{key}_ci``)."""
+def _log_y(ax: Any) -> None:
+    """A log y axis whose ticks read as plain numbers (120, 4000), not 1.2x10^2."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    ax.set_yscale("log")
+    ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 3.0, 5.0)))
+    plain = FuncFormatter(lambda value, _pos: f"{value:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+
+
+def _quality(task: str | None) -> str:
+    return "perplexity" if task == "causal_lm" else "accuracy"
+
+
+def pareto_figure(measured: list[Variant], key: str, label: str, quality: str = "accuracy") -> Any:
+    """``quality`` (accuracy, or perplexity on a log axis) against ``key`` with the Pareto front; latencies get
+    horizontal error bars (``{key}_ci``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -174,9 +196,10 @@ def pareto_figure(measured: list[Variant], key: str, label: str) -> Any:
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     scale = 1024 if key == "size_bytes" else 1
-    measured = [v for v in measured if v.metrics.get(key) is not None and v.metrics.get("accuracy") is not None]
-    pts = [(v.metrics["accuracy"], v.metrics[key] / scale) for v in measured]
-    front = set(pareto_front(pts))
+    measured = [v for v in measured if v.metrics.get(key) is not None and v.metrics.get(quality) is not None]
+    pts = [(v.metrics[quality], v.metrics[key] / scale) for v in measured]
+    lower_is_better = quality == "perplexity"
+    front = set(pareto_front([(-q if lower_is_better else q, c) for q, c in pts]))
     bars = [(cost, acc, ci) for v, (acc, cost) in zip(measured, pts)
             if key.startswith("latency") and (ci := interval(v.metrics.get(f"{key}_ci"))) is not None]
     if bars:
@@ -191,7 +214,12 @@ def pareto_figure(measured: list[Variant], key: str, label: str) -> Any:
         ax.plot([p[1] for p in ordered], [p[0] for p in ordered], "--", c="#d62728", lw=1, label="Pareto front")
         ax.legend(fontsize=7)
     ax.set_xlabel(label)
-    ax.set_ylabel("test accuracy")
+    if lower_is_better:
+        if pts:
+            _log_y(ax)
+        ax.set_ylabel("test perplexity (lower is better)")
+    else:
+        ax.set_ylabel("test accuracy")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
