@@ -81,3 +81,20 @@ def test_shutdown_with_wait_waits_for_queued_work_too():
         pool.submit(lambda i=i: (time.sleep(0.05), done.append(i)))
     pool.shutdown(wait=True)
     assert done == [0, 1, 2]
+
+
+def test_join_all_waits_for_running_tasks_within_its_deadline():
+    """At exit the app waits (bounded) for its helper threads, so none is frozen inside an import."""
+    from workbench.ui.threads import join_all
+
+    pool = ThreadPerTask(2, name="test-join")
+    release = threading.Event()
+    short = pool.submit(lambda: time.sleep(0.2) or "done")
+    assert join_all(timeout=5.0) and short.result(timeout=0) == "done"
+    blocked = pool.submit(release.wait)
+    started = time.monotonic()
+    assert not join_all(timeout=0.3)  # a task that does not end: the deadline holds
+    assert time.monotonic() - started < 2.0
+    release.set()
+    assert join_all(timeout=5.0) and blocked.result(timeout=0) is True
+    pool.shutdown()

@@ -356,8 +356,11 @@ _live: weakref.WeakSet[Controller] = weakref.WeakSet()
 
 @atexit.register
 def _stop_workers_at_exit() -> None:
+    from workbench.ui.threads import join_all
+
     for controller in list(_live):
         try:
             controller.shutdown(wait=True)
         except Exception:  # noqa: BLE001 - best effort at exit
             pass
+    join_all(timeout=20.0)  # no helper thread left inside an import when the interpreter freezes it

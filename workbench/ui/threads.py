@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
+import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +27,7 @@ class ThreadPerTask:
         self._waiting: list[tuple[concurrent.futures.Future, Callable[[], Any]]] = []
         self._threads: set[threading.Thread] = set()
         self._closed = False
+        _executors.add(self)
 
     def submit(self, fn: Callable[[], Any]) -> concurrent.futures.Future:
         future: concurrent.futures.Future = concurrent.futures.Future()
@@ -71,3 +74,26 @@ class ThreadPerTask:
                 thread.join()
             with self._lock:
                 threads = list(self._threads)
+
+
+_executors: weakref.WeakSet[ThreadPerTask] = weakref.WeakSet()
+
+
+def join_all(timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for every running task thread to end; True when none is left.
+
+    Called at exit. Interpreter shutdown freezes daemon threads where they stand; one frozen inside an import
+    (the jobs' torch import takes seconds, so quitting during start-up catches it there) keeps that module's
+    import lock, and a finalizer that imports after it hangs the exit or crashes it."""
+    deadline = time.monotonic() + timeout
+    for executor in list(_executors):
+        with executor._lock:
+            threads = list(executor._threads)
+        for thread in threads:
+            if thread is threading.current_thread():
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            thread.join(left)
+    return all(not t.is_alive() for ex in list(_executors) for t in list(ex._threads))
