@@ -168,3 +168,17 @@ def test_remeasure_from_the_context_menu_replaces_stored_figures(qtbot, window) 
     assert w.pareto_plot.points[0][1] == pytest.approx(100 * w.variants[0].metrics["accuracy"])
     log = w.log_view.toPlainText()
     assert "re-measuring v0001" in log and "evaluate: measured v0001, accuracy" in log and "new variant" not in log
+
+
+def test_another_workspace_redraws_the_graph_of_its_own_v0001(qtbot, window, tmp_path) -> None:
+    """Both workspaces start at v0001: the graph view kept the old workspace's graph (the id looked unchanged)."""
+    w = window
+    qtbot.waitUntil(lambda: w.graph_view.graph is not None, timeout=60_000)
+    old_params = w.graph_view.graph.params
+    w.controller.open(tmp_path / "other", "zoo:mlp:hidden=8", "digits:size=8")
+    qtbot.waitUntil(lambda: w.controller.session is not None and rows(w) == 1
+                    and w.controller.session.workspace.root == tmp_path / "other", timeout=120_000)
+    qtbot.waitUntil(lambda: w.graph_view.graph is not None and w.graph_view.graph.params != old_params,
+                    timeout=60_000)
+    model = w.controller.session.load_variant("v0001", "cpu")
+    assert w.selected == "v0001" and w.graph_view.graph.params == sum(p.numel() for p in model.parameters())

@@ -207,7 +207,10 @@ class MainWindow(QMainWindow):
             self.variants_table.set_loading(text.replace(" ...", "").replace("loading ", "loading and measuring "))
 
     def _on_session(self, session: Any) -> None:
+        # another workspace: its v0001 is another model, so nothing selected or drawn for the old one carries over
         self._graph_of = None
+        self.selected = None
+        self._heat.clear()
         self.status.set_device(session.device)
         self.status.showMessage(f"workspace {session.workspace.root} · dataset {session.dataset_spec}", 8000)
         self.setWindowTitle(f"Workbench: {session.workspace.root.name}")
