@@ -212,3 +212,27 @@ def test_the_demo_preset_reaches_the_seed_accuracy(workbench_run_job) -> None:
     run = workbench_run_job("train", DEMO_PRESETS["train"], model="zoo:seed_cnn", dataset="digits")
     assert run.outcome.status == "ok", run.outcome.error
     assert run.metrics["accuracy"] >= 0.975
+
+
+def test_the_demo_presets_stay_with_the_demos_data(settings, qtbot) -> None:
+    """Presets tuned for seed_cnn on digits follow a new workspace on digits, not one on a corpus (an HF model
+    opened from the demo started at 20 epochs with label smoothing)."""
+    from types import SimpleNamespace
+
+    from workbench.ui.controller import Controller
+    from workbench.ui.job_panel import JobPanel
+
+    def session(folder: str, dataset: str) -> SimpleNamespace:
+        return SimpleNamespace(workspace=SimpleNamespace(root=settings / folder), dataset_spec=dataset)
+
+    panel = JobPanel(Controller())
+    qtbot.addWidget(panel)
+    panel.presets = {"train": {"epochs": 7, "label_smoothing": 0.1}}
+    panel.select_job("train")
+    panel._on_session(session("demo", "digits"))
+    assert panel.form.editors["epochs"].value() == 7
+    panel._on_session(session("more-digits", "digits"))
+    assert panel.form.editors["epochs"].value() == 7  # the same data: the presets still fit
+    panel._on_session(session("lm", "pydocs:tokenizer=/m"))
+    assert panel.form.editors["epochs"].value() == 10 and panel.form.editors["label_smoothing"].text() == "0"
+    assert panel.presets == {}

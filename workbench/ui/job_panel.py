@@ -89,6 +89,7 @@ class JobPanel(QWidget):
         layout.addWidget(self.queue)
         self.default_job = "train"
         self.presets: dict[str, dict[str, Any]] = {}  # job -> values its form starts from instead of the defaults
+        self._presets_for: str | None = None  # the dataset of the workspace the presets came with
         self._starting: dict[str, dict[str, Any]] = {}  # job -> its form's values before the user's edits
         self.workspace_key: str | None = None  # workspace_digest() of the open workspace, once known
         for name in controller.job_names():
@@ -163,6 +164,19 @@ class JobPanel(QWidget):
         if key == self.workspace_key:
             return
         previous, self.workspace_key = self.workspace_key, key
+        dataset = getattr(session, "dataset_spec", None)
+        if previous is None:
+            self._presets_for = dataset
+        elif self.presets and dataset != self._presets_for:
+            # the presets were tuned for the data the app opened on (the demo's digits), not for this workspace's
+            # (an HF model on a corpus would start at 20 epochs with label smoothing): its forms start from defaults
+            for name, values in self.presets.items():
+                form = self._forms.get(name)
+                if form is not None:
+                    defaults = {k: form.params[k].default for k in values if k in form.params}
+                    form.set_values(defaults)
+                    self._starting[name] = {**self._starting.get(name, {}), **defaults}
+            self.presets = {}
         for name, form in self._forms.items():
             if previous is not None:
                 form.set_values(self._starting.get(name, {}))
