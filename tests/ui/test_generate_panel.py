@@ -93,7 +93,8 @@ def test_a_language_model_opened_into_a_classifier_workspace_gets_its_own(qtbot,
 
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)  # the recent-files list goes to the test's folder
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
-    from workbench.ui.controller import default_dataset, needs_own_workspace
+    from workbench.core.models.loading import default_dataset_for
+    from workbench.ui.controller import needs_own_workspace
 
     folder = tmp_path / "llama"
     folder.mkdir()
@@ -101,7 +102,7 @@ def test_a_language_model_opened_into_a_classifier_workspace_gets_its_own(qtbot,
     assert needs_own_workspace(str(folder), "digits") and needs_own_workspace("zoo:tiny_llama", "digits:size=8")
     assert needs_own_workspace("zoo:mlp", "pydocs")
     assert not needs_own_workspace("zoo:mlp", "digits") and not needs_own_workspace(str(folder), "text:a.txt")
-    assert default_dataset(str(folder)) == "pydocs" and default_dataset("zoo:seed_cnn") == "digits"
+    assert default_dataset_for(str(folder)) == "pydocs" and default_dataset_for("zoo:seed_cnn") == "digits"
 
     added: list[str] = []
     window = SimpleNamespace(controller=SimpleNamespace(add_model=added.append),

@@ -24,7 +24,7 @@ def default_out() -> Path:
 def default_dataset(pipe: Pipeline) -> str:
     """The dataset when the pipeline names none: a reopened workspace keeps its own; a language model learns the
     built-in corpus (pydocs); anything else the demo's digits."""
-    from workbench.core.models.loading import is_language_model_spec
+    from workbench.core.models.loading import default_dataset_for
 
     if pipe.out and (Path(pipe.out) / "workspace.sqlite").is_file():
         from workbench.core.workspace import Workspace
@@ -36,7 +36,7 @@ def default_dataset(pipe: Pipeline) -> str:
             ws.close()
         if named:
             return str(named)
-    return "pydocs" if pipe.model and is_language_model_spec(pipe.model) else "digits"
+    return default_dataset_for(pipe.model)
 
 
 def session_spec(pipe: Pipeline, trust: bool = False) -> Any:

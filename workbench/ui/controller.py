@@ -70,13 +70,6 @@ def _limit_torch_threads() -> None:
     torch.set_num_threads(max(1, min(torch.get_num_threads(), cores - 1)))
 
 
-def default_dataset(model: str | None) -> str:
-    """A new workspace's data when none is named: the built-in corpus for a language model, else the demo's."""
-    from workbench.core.models.loading import is_language_model_spec
-
-    return "pydocs" if model and is_language_model_spec(model) else DEMO_DATASET
-
-
 def needs_own_workspace(model: str, dataset_spec: str) -> bool:
     """A language model opened into a classifier's workspace (or a zoo classifier into a corpus one) cannot share
     its dataset: it opens in a workspace of its own instead of failing."""
@@ -99,7 +92,9 @@ def _open_session(workspace: Path, model: str | None, dataset: str | None, trust
 
     ws = Workspace(workspace)
     existing = ws.variants()
-    dataset = dataset or ws.info("dataset") or (existing[0].dataset if existing else "") or default_dataset(model)
+    from workbench.core.models.loading import default_dataset_for
+
+    dataset = dataset or ws.info("dataset") or (existing[0].dataset if existing else "") or default_dataset_for(model)
     ws.close()
     from workbench.core.data.corpus import lm_dataset_spec
     from workbench.core.data.specs import with_absolute_path

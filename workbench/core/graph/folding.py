@@ -24,7 +24,7 @@ PLUMBING_SUFFIX = "/masks"
 
 
 def _local_name(group: Group) -> str:
-    return re.split(r"[/]", group.name)[-1] if "/" in group.name else group.name
+    return group.name.rsplit("/", 1)[-1]
 
 
 def _repeat_key(group: Group) -> str | None:

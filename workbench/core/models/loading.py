@@ -112,6 +112,11 @@ def is_language_model_spec(spec: str) -> bool:
         return False
 
 
+def default_dataset_for(model: str | None) -> str:
+    """The data a model gets when none is named: the built-in corpus for a language model, else the demo's digits."""
+    return "pydocs" if model and is_language_model_spec(model) else "digits"
+
+
 def _is_hf_folder(spec: str) -> bool:
     if spec.startswith(("zoo:", "py:", "stack:")):
         return False
