@@ -90,11 +90,11 @@ def test_join_all_waits_for_running_tasks_within_its_deadline():
     pool = ThreadPerTask(2, name="test-join")
     release = threading.Event()
     short = pool.submit(lambda: time.sleep(0.2) or "done")
-    assert join_all(timeout=5.0) and short.result(timeout=0) == "done"
+    assert join_all(timeout=5.0, executors=[pool]) and short.result(timeout=0) == "done"
     blocked = pool.submit(release.wait)
     started = time.monotonic()
-    assert not join_all(timeout=0.3)  # a task that does not end: the deadline holds
+    assert not join_all(timeout=0.3, executors=[pool])  # a task that does not end: the deadline holds
     assert time.monotonic() - started < 2.0
     release.set()
-    assert join_all(timeout=5.0) and blocked.result(timeout=0) is True
+    assert join_all(timeout=5.0, executors=[pool]) and blocked.result(timeout=0) is True
     pool.shutdown()

@@ -12,7 +12,7 @@ import concurrent.futures
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 
@@ -79,14 +79,15 @@ class ThreadPerTask:
 _executors: weakref.WeakSet[ThreadPerTask] = weakref.WeakSet()
 
 
-def join_all(timeout: float) -> bool:
+def join_all(timeout: float, executors: Iterable[ThreadPerTask] | None = None) -> bool:
     """Wait up to ``timeout`` seconds for every running task thread to end; True when none is left.
 
     Called at exit. Interpreter shutdown freezes daemon threads where they stand; one frozen inside an import
     (the jobs' torch import takes seconds, so quitting during start-up catches it there) keeps that module's
     import lock, and a finalizer that imports after it hangs the exit or crashes it."""
     deadline = time.monotonic() + timeout
-    for executor in list(_executors):
+    chosen = list(_executors if executors is None else executors)
+    for executor in chosen:
         with executor._lock:
             threads = list(executor._threads)
         for thread in threads:
@@ -96,4 +97,4 @@ def join_all(timeout: float) -> bool:
             if left <= 0:
                 return False
             thread.join(left)
-    return all(not t.is_alive() for ex in list(_executors) for t in list(ex._threads))
+    return all(not t.is_alive() for ex in chosen for t in list(ex._threads))
