@@ -172,9 +172,8 @@ class JobPanel(QWidget):
             # (an HF model on a corpus would start at 20 epochs with label smoothing): its forms start from defaults
             for name, values in self.presets.items():
                 form = self._forms.get(name)
-                if form is not None:
+                if form is not None:  # the loop below sets the form from these starting values
                     defaults = {k: form.params[k].default for k in values if k in form.params}
-                    form.set_values(defaults)
                     self._starting[name] = {**self._starting.get(name, {}), **defaults}
             self.presets = {}
         for name, form in self._forms.items():
